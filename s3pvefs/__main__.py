@@ -1,0 +1,3 @@
+from s3pvefs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""All settings in one frozen object, with documented defaults.
+
+Loaded from an optional TOML file (sections [store], [cache], [write], [read],
+[mount]) and then overridden by command-line arguments and ``-o`` options.
+Unknown keys and wrong types are ConfigError naming the file, key and expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from s3pvefs.errors import ConfigError
+
+KiB, MiB, GiB, TiB, PiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
+
+_SIZE = {"size": True}
+_MODE = {"mode": True}
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    bucket: str = ""
+    prefix: str = ""  # key prefix without leading/trailing '/'; "" = whole bucket
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    profile: str | None = None
+    addressing_style: str = "path"  # path | virtual | auto; self-hosted servers need path
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 5  # botocore "standard" retry mode, exponential backoff with jitter
+    # botocore >= 1.36 sends CRC32 headers by default; many S3 compatibles reject them.
+    checksums: str = "when_required"  # when_required | when_supported
+    max_connections: int = 32
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    stat_ttl: float = 10.0  # cached attributes of a name (HEAD or LIST result)
+    negative_ttl: float = 5.0  # "no such name" answers
+    listing_ttl: float = 10.0  # a directory's listing, reused by lookups of its names
+    stat_max_entries: int = 200_000
+    listing_max_entries: int = 2_000
+    kernel_entry_timeout: float = 1.0  # how long the kernel trusts a name / attributes
+    kernel_attr_timeout: float = 1.0
+    # Local staging files for data written but not yet committed.
+    cache_dir: str = ""  # "" = /var/cache/s3pvefs as root, else ~/.cache/s3pvefs
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    multipart_threshold: int = field(default=64 * MiB, metadata=_SIZE)
+    min_part_size: int = field(default=8 * MiB, metadata=_SIZE)
+    upload_concurrency: int = 4  # parts (and copy parts) in flight per file
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    chunk_size: int = field(default=8 * MiB, metadata=_SIZE)  # one ranged GET
+    max_readahead_chunks: int = 8  # per handle; bounds read memory to chunk_size * this
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    allow_other: bool = False
+    read_only: bool = False
+    uid: int = 0  # owner of objects that carry no x-amz-meta-uid
+    gid: int = 0
+    file_mode: int = field(default=0o644, metadata=_MODE)  # objects with no x-amz-meta-mode
+    dir_mode: int = field(default=0o755, metadata=_MODE)
+    capacity: int = field(default=1 * PiB, metadata=_SIZE)  # what statfs reports
+
+
+@dataclass(frozen=True)
+class Config:
+    store: StoreConfig = field(default_factory=StoreConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    mount: MountOptions = field(default_factory=MountOptions)
+
+    def resolved_cache_dir(self) -> str:
+        if self.cache.cache_dir:
+            return self.cache.cache_dir
+        if os.geteuid() == 0:
+            return "/var/cache/s3pvefs"
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        return os.path.join(base, "s3pvefs")
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'64M', '1.5G', '4096', '1TiB' -> bytes (binary multiples)."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. 4096, 64M, 1T)")
+    unit = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": TiB, "P": PiB}[m.group(2).upper()]
+    return int(float(m.group(1)) * unit)
+
+
+def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
+    """Check/convert one TOML or -o value to the field's type."""
+    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if f.metadata.get("size"):
+            if isinstance(value, bool):
+                raise ValueError
+            return value if isinstance(value, int) else parse_size(value)
+        if f.metadata.get("mode"):
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            return int(str(value), 8)
+        if typ == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if typ == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ in ("str", "str | None"):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    expected = "size (e.g. 64M)" if f.metadata.get("size") else (
+        "octal mode (e.g. 0644)" if f.metadata.get("mode") else typ.replace(" | None", ""))
+    raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+
+
+def _build_section(cls, table: dict, where: str):
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown setting (known: {', '.join(known)})")
+        values[key] = _coerce(known[key], value, f"{where}.{key}")
+    return cls(**values)
+
+
+def load_file(path: str) -> Config:
+    """Read a TOML config file; every mistake is a one-line ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    sections = {f.name: f for f in fields(Config)}
+    built = {}
+    for name, table in data.items():
+        if name not in sections:
+            raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(sections)})")
+        built[name] = _build_section(sections[name].default_factory, table, f"{path}: {name}")
+    return Config(**built)
+
+
+# -o options: the mount's own, plus fstab words that mean nothing here.
+_IGNORED_OPTIONS = {"rw", "defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser",
+                    "users", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
+                    "default_permissions", "async", "atime", "noatime", "relatime"}
+_OPTION_ALIASES = {"ro": ("mount", "read_only", True), "allow_other": ("mount", "allow_other", True)}
+
+
+def _option_targets() -> dict[str, tuple[str, dataclasses.Field]]:
+    targets = {}
+    for section in fields(Config):
+        for f in fields(section.default_factory):
+            targets[f.name] = (section.name, f)
+    return targets
+
+
+def apply_options(config: Config, options: list[str]) -> Config:
+    """Apply '-o a,b=c' words. Any setting of any section can be given as name=value."""
+    targets = _option_targets()
+    for word in options:
+        word = word.strip()
+        if not word or word in _IGNORED_OPTIONS:
+            continue
+        if word in _OPTION_ALIASES:
+            section, name, value = _OPTION_ALIASES[word]
+            config = replace(config, **{section: replace(getattr(config, section), **{name: value})})
+            continue
+        name, sep, value = word.partition("=")
+        if not sep or name not in targets or name in ("bucket", "prefix"):
+            raise ConfigError(f"-o {word}: unknown mount option")
+        section, f = targets[name]
+        coerced = _coerce(f, value, f"-o {name}")
+        config = replace(config, **{section: replace(getattr(config, section), **{name: coerced})})
+    return config
+
+
+def split_bucket(spec: str) -> tuple[str, str]:
+    """'bucket/some/prefix/' -> ('bucket', 'some/prefix')."""
+    bucket, _, prefix = spec.strip().partition("/")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket):
+        raise ConfigError(f"{spec!r}: not a valid bucket name")
+    prefix = "/".join(p for p in prefix.split("/") if p)
+    return bucket, prefix
+
+
+def validate(config: Config) -> Config:
+    s, c, w, r = config.store, config.cache, config.write, config.read
+    if not s.bucket:
+        raise ConfigError("no bucket given")
+    if s.addressing_style not in ("path", "virtual", "auto"):
+        raise ConfigError("addressing_style: expected path, virtual or auto")
+    if s.checksums not in ("when_required", "when_supported"):
+        raise ConfigError("checksums: expected when_required or when_supported")
+    for name in ("stat_ttl", "negative_ttl", "listing_ttl", "kernel_entry_timeout", "kernel_attr_timeout"):
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"{name}: must be > 0 (zero makes the kernel re-ask for every entry)")
+    if w.min_part_size < 5 * MiB:
+        raise ConfigError("min_part_size: S3 requires parts of at least 5M")
+    if w.upload_concurrency < 1 or r.max_readahead_chunks < 1 or r.chunk_size < 64 * KiB:
+        raise ConfigError("upload_concurrency and max_readahead_chunks must be >= 1, chunk_size >= 64K")
+    if config.mount.capacity < 4096:
+        raise ConfigError("capacity: must be at least 4K")
+    return config

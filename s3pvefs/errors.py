@@ -1,0 +1,81 @@
+"""Domain exceptions. Each carries the errno the FUSE adapter returns for it;
+this module is the one place that decides which errno a failure becomes."""
+
+import errno
+
+
+class FsError(Exception):
+    """A filesystem-level failure with a POSIX errno."""
+
+    errno = errno.EIO
+
+    def __init__(self, message: str = "", *, err: int | None = None):
+        super().__init__(message or self.__class__.__name__)
+        if err is not None:
+            self.errno = err
+
+
+class NotFound(FsError):
+    errno = errno.ENOENT
+
+
+class Exists(FsError):
+    errno = errno.EEXIST
+
+
+class NotEmpty(FsError):
+    errno = errno.ENOTEMPTY
+
+
+class NotADir(FsError):
+    errno = errno.ENOTDIR
+
+
+class IsADir(FsError):
+    errno = errno.EISDIR
+
+
+class NameTooLong(FsError):
+    errno = errno.ENAMETOOLONG
+
+
+class InvalidName(FsError):
+    """A name the key mapping cannot hold (not UTF-8, contains '/', ...)."""
+
+    errno = errno.EINVAL
+
+
+class ReadOnly(FsError):
+    errno = errno.EROFS
+
+
+class BadHandle(FsError):
+    errno = errno.EBADF
+
+
+class NotSupported(FsError):
+    errno = errno.ENOTSUP
+
+
+class StoreError(FsError):
+    """The object store failed (network, server error, access denied). Always EIO
+    to the caller; the message says what happened for the log."""
+
+    errno = errno.EIO
+
+    def __init__(self, message: str, *, code: str = "", transient: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
+
+
+class ConfigError(Exception):
+    """A user mistake in configuration or command line: printed as one line, no traceback."""
+
+
+class MountError(Exception):
+    """Mounting failed for a reason the user can fix; ``exit_code`` tells which."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

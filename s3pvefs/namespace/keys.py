@@ -1,0 +1,47 @@
+"""The name <-> key mapping: path 'a/b/c' is key 'PREFIX/a/b/c'; a directory
+'a/b' is the prefix 'PREFIX/a/b/' and may have a zero-byte marker object there."""
+
+from __future__ import annotations
+
+from s3pvefs.errors import InvalidName, NameTooLong
+
+NAME_MAX = 255
+KEY_MAX = 1024
+FOLDER_SUFFIX = "_$folder$"  # old s3fs/Hadoop directory marker, recognised when listing
+
+
+def check_name(raw: bytes) -> str:
+    """A name from the kernel as a key component, or an error the user understands."""
+    if len(raw) > NAME_MAX:
+        raise NameTooLong(f"name longer than {NAME_MAX} bytes")
+    if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
+        raise InvalidName(f"name {raw!r} cannot be an S3 key component")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidName(f"name {raw!r} is not UTF-8; S3 keys are UTF-8") from None
+
+
+def listable_name(name: str) -> bool:
+    """Whether a key component found in the bucket can be shown as a file name."""
+    return bool(name) and name not in (".", "..") and len(name.encode("utf-8")) <= NAME_MAX \
+        and "\0" not in name
+
+
+class KeyMapper:
+    def __init__(self, prefix: str):
+        self.root = f"{prefix}/" if prefix else ""
+
+    def key(self, path: str) -> str:
+        """Object key of the file at path ('' is the root)."""
+        key = self.root + path
+        if len(key.encode("utf-8")) > KEY_MAX:
+            raise NameTooLong(f"key longer than {KEY_MAX} bytes")
+        return key
+
+    def dir_prefix(self, path: str) -> str:
+        """Key prefix of the directory at path; also the key of its marker object."""
+        return self.root + path + "/" if path else self.root
+
+    def path_of_key(self, key: str) -> str:
+        return key[len(self.root):]

@@ -1,0 +1,74 @@
+"""Metadata caches (cachetools TTL caches): attributes by path, negative lookups,
+and directory listings. The clock is injectable so tests control expiry.
+
+Every change this mount makes calls ``invalidate`` for the paths it touched, so
+the mount sees its own writes at once; other writers' changes show up within the TTLs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from cachetools import TTLCache
+
+from s3pvefs.config import CacheConfig
+from s3pvefs.namespace.stat import Stat
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One directory's entries as read by a full paginated LIST."""
+
+    entries: dict[str, Stat]  # name -> attributes (complete=False for files)
+
+
+def parent_of(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+class MetaCache:
+    def __init__(self, cfg: CacheConfig, clock: Callable[[], float] = time.monotonic):
+        self.stats: TTLCache[str, Stat] = TTLCache(cfg.stat_max_entries, cfg.stat_ttl, timer=clock)
+        self.negative: TTLCache[str, bool] = TTLCache(cfg.stat_max_entries, cfg.negative_ttl, timer=clock)
+        self.listings: TTLCache[str, Listing] = TTLCache(cfg.listing_max_entries, cfg.listing_ttl, timer=clock)
+
+    def lookup(self, path: str) -> Stat | None | bool:
+        """Cached attributes, False if known absent, None if unknown."""
+        s = self.stats.get(path)
+        if s is not None:
+            return s
+        if path in self.negative:
+            return False
+        listing = self.listings.get(parent_of(path))
+        if listing is not None:
+            name = path.rpartition("/")[2]
+            return listing.entries.get(name, False)
+        return None
+
+    def put_stat(self, path: str, s: Stat) -> None:
+        self.negative.pop(path, None)
+        self.stats[path] = s
+
+    def put_negative(self, path: str) -> None:
+        self.stats.pop(path, None)
+        self.negative[path] = True
+
+    def put_listing(self, path: str, listing: Listing) -> None:
+        self.listings[path] = listing
+
+    def invalidate(self, path: str) -> None:
+        """Forget what is known about path and its parent's listing."""
+        self.stats.pop(path, None)
+        self.negative.pop(path, None)
+        self.listings.pop(path, None)
+        self.listings.pop(parent_of(path), None)
+
+    def invalidate_tree(self, path: str) -> None:
+        """A directory was renamed or removed: drop everything at or below it."""
+        below = path + "/"
+        for cache in (self.stats, self.negative, self.listings):
+            for key in [k for k in list(cache.keys()) if k == path or k.startswith(below)]:
+                cache.pop(key, None)
+        self.listings.pop(parent_of(path), None)

@@ -1,0 +1,135 @@
+"""File attributes and their s3fs-compatible encoding in x-amz-meta-* headers."""
+
+from __future__ import annotations
+
+import stat as st
+import time
+from dataclasses import dataclass, replace
+
+from s3pvefs.store.base import ObjectInfo
+
+FILE, DIR, SYMLINK = "file", "dir", "symlink"
+_KIND_BITS = {FILE: st.S_IFREG, DIR: st.S_IFDIR, SYMLINK: st.S_IFLNK}
+
+
+@dataclass(frozen=True)
+class Stat:
+    kind: str
+    mode: int  # full st_mode, type bits included
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    atime_ns: int
+    etag: str | None = None
+    # False when the attributes come from a LIST, which carries no user metadata:
+    # mode/uid/gid/times are defaults until a HEAD reads the headers.
+    complete: bool = True
+
+    def with_(self, **changes) -> "Stat":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Attributes for objects that carry no metadata (mount options)."""
+
+    uid: int = 0
+    gid: int = 0
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def kind_of_mode(mode: int) -> str:
+    if st.S_ISDIR(mode):
+        return DIR
+    if st.S_ISLNK(mode):
+        return SYMLINK
+    return FILE
+
+
+def new_stat(kind: str, perm: int, uid: int, gid: int, size: int = 0, t_ns: int | None = None) -> Stat:
+    t = now_ns() if t_ns is None else t_ns
+    return Stat(kind, _KIND_BITS[kind] | (perm & 0o7777), uid, gid, size, t, t, t)
+
+
+def format_time(t_ns: int) -> str:
+    sec, ns = divmod(t_ns, 1_000_000_000)
+    return f"{sec}.{ns:09d}" if ns else str(sec)
+
+
+def parse_time(text: str) -> int | None:
+    """'1700000000', '1700000000.123456789' (s3fs) or a float (rclone) -> ns."""
+    text = text.strip()
+    whole, _, frac = text.partition(".")
+    if not whole.lstrip("-").isdigit() or (frac and not frac.isdigit()):
+        return None
+    try:  # isdigit() also passes '--5' and '²', which int() rejects
+        return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+    except ValueError:
+        return None
+
+
+def encode_metadata(s: Stat) -> dict[str, str]:
+    return {
+        "mode": str(s.mode),
+        "uid": str(s.uid),
+        "gid": str(s.gid),
+        "mtime": format_time(s.mtime_ns),
+        "ctime": format_time(s.ctime_ns),
+        "atime": format_time(s.atime_ns),
+    }
+
+
+def _int(meta: dict[str, str], name: str) -> int | None:
+    try:
+        return int(meta[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
+    """Attributes of an object; kind is what the key says (a 'dir/' key is a DIR).
+
+    Header values that are missing or malformed fall back to the defaults, so a
+    foreign object never makes a name unreadable.
+    """
+    meta = info.metadata or {}
+    # via whole microseconds: a float of epoch seconds cannot hold nanoseconds exactly
+    lm_ns = round(info.last_modified * 1_000_000) * 1000
+    mode = _int(meta, "mode")
+    if mode is not None and not 0 <= mode <= 0o177777:
+        mode = None  # not an st_mode at all
+    if mode is None:
+        mode = _KIND_BITS[kind] | (defaults.dir_mode if kind == DIR else defaults.file_mode)
+    elif kind == DIR or st.S_IFMT(mode) not in (st.S_IFREG, st.S_IFDIR, st.S_IFLNK):
+        # The key decides directories; bare permission bits (or a FIFO/socket/device
+        # type this filesystem cannot serve) get the key's type.
+        mode = _KIND_BITS[kind] | st.S_IMODE(mode)
+    mtime = parse_time(meta.get("mtime", "")) if "mtime" in meta else None
+    mtime = lm_ns if mtime is None else mtime
+    ctime = parse_time(meta["ctime"]) if "ctime" in meta else None
+    atime = parse_time(meta["atime"]) if "atime" in meta else None
+    uid, gid = _int(meta, "uid"), _int(meta, "gid")
+    return Stat(
+        kind=kind_of_mode(mode),
+        mode=mode,
+        uid=defaults.uid if uid is None else uid,
+        gid=defaults.gid if gid is None else gid,
+        size=0 if kind == DIR else info.size,
+        mtime_ns=mtime,
+        ctime_ns=mtime if ctime is None else ctime,
+        atime_ns=mtime if atime is None else atime,
+        etag=info.etag,
+        complete=info.metadata is not None,
+    )
+
+
+def implicit_dir(defaults: Defaults, t_ns: int) -> Stat:
+    """A directory that exists only as a common prefix (no marker object)."""
+    return new_stat(DIR, defaults.dir_mode, defaults.uid, defaults.gid, 0, t_ns)

@@ -1,0 +1,94 @@
+"""Read-ahead for one open handle of a committed object.
+
+Sequential reads are served from chunk_size chunks fetched ahead by parallel ranged
+GETs; the number of chunks ahead doubles on each new chunk up to
+max_readahead_chunks, so memory per handle is at most (max_readahead_chunks + 1)
+chunks. A read elsewhere resets the window and fetches just the bytes asked for:
+a 4 KiB read in the middle of a large object is one small GET.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import trio
+
+from s3pvefs.config import ReadConfig
+from s3pvefs.errors import FsError
+from s3pvefs.store.base import ObjectStore
+
+
+@dataclass(eq=False)
+class _Chunk:
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes = b""
+    error: Exception | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class Prefetcher:
+    def __init__(self, store: ObjectStore, key: Callable[[], str], size: int, cfg: ReadConfig,
+                 nursery: trio.Nursery):
+        self._store, self._key, self.size, self._cfg = store, key, size, cfg
+        self._nursery = nursery
+        self._chunks: dict[int, _Chunk] = {}
+        self._next = 0  # offset where a sequential read would continue
+        self._window = 1
+        self._current = -1  # chunk index of the last sequential read
+
+    async def read(self, offset: int, size: int) -> bytes:
+        end = min(offset + size, self.size)
+        if offset >= end:
+            return b""
+        c = self._cfg.chunk_size
+        first, last = offset // c, (end - 1) // c
+        if offset != self._next and not all(i in self._chunks for i in range(first, last + 1)):
+            # Random access: forget the window, fetch only what was asked for.
+            self._drop(lambda i: True)
+            self._window = 1
+            self._next = end
+            return await self._store.get_range(self._key(), offset, end)
+        if first != self._current:  # entered a new chunk sequentially: look further ahead
+            self._current = first
+            self._window = min(self._window * 2, self._cfg.max_readahead_chunks)
+        self._drop(lambda i: i < first)
+        last_chunk = (self.size - 1) // c
+        for i in range(first, min(last + self._window, last_chunk) + 1):
+            if i not in self._chunks:
+                self._start(i)
+        parts = []
+        for i in range(first, last + 1):
+            chunk = self._chunks[i]
+            await chunk.done.wait()
+            if chunk.error is not None:
+                self._chunks.pop(i, None)
+                raise chunk.error
+            lo = max(offset, i * c) - i * c
+            hi = min(end, (i + 1) * c) - i * c
+            parts.append(chunk.data[lo:hi])
+        self._next = end
+        return b"".join(parts)
+
+    def _start(self, index: int) -> None:
+        chunk = _Chunk()
+        self._chunks[index] = chunk
+        c = self._cfg.chunk_size
+        self._nursery.start_soon(self._fetch, chunk, index * c, min((index + 1) * c, self.size))
+
+    async def _fetch(self, chunk: _Chunk, start: int, end: int) -> None:
+        with chunk.scope:
+            try:
+                chunk.data = await self._store.get_range(self._key(), start, end)
+            except FsError as e:
+                chunk.error = e
+        if chunk.scope.cancelled_caught and chunk.error is None:
+            chunk.error = FsError("read-ahead cancelled")
+        chunk.done.set()
+
+    def _drop(self, which: Callable[[int], bool]) -> None:
+        for i in [i for i in self._chunks if which(i)]:
+            self._chunks.pop(i).scope.cancel()
+
+    def close(self) -> None:
+        self._drop(lambda i: True)

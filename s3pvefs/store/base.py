@@ -1,0 +1,70 @@
+"""The ObjectStore protocol: the only view of S3 the core has.
+
+Keys are full keys (prefix included); the store knows nothing about files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: float  # epoch seconds
+    metadata: dict[str, str] | None = None  # user metadata (x-amz-meta-*); None when from a LIST
+
+
+@dataclass(frozen=True)
+class ListPage:
+    objects: list[ObjectInfo] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)  # common prefixes, each ending in the delimiter
+    next_token: str | None = None
+
+
+@dataclass(frozen=True)
+class PartEtag:
+    number: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    key: str
+    upload_id: str
+    initiated: float
+
+
+class ObjectStore(Protocol):
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def list_page(self, prefix: str, delimiter: str | None = "/",
+                        token: str | None = None, max_keys: int = 1000) -> ListPage: ...
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        """Bytes [start, end) of the object; ``etag`` makes it fail if the object changed."""
+
+    async def put(self, key: str, body: bytes, metadata: dict[str, str],
+                  content_type: str | None = None) -> str: ...
+
+    async def copy(self, src: str, dst: str, metadata: dict[str, str] | None) -> None:
+        """Server-side copy of an object up to 5 GiB; metadata None keeps the source's."""
+
+    async def delete(self, key: str) -> None: ...
+
+    async def create_multipart(self, key: str, metadata: dict[str, str]) -> str: ...
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str: ...
+
+    async def upload_part_copy(self, key: str, upload_id: str, number: int, src: str,
+                               start: int, end: int) -> str:
+        """Part ``number`` = bytes [start, end) of object ``src``; returns the part's ETag."""
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: list[PartEtag]) -> None: ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+    async def list_multipart(self, prefix: str) -> list[MultipartUpload]: ...

@@ -1,0 +1,154 @@
+"""In-memory ObjectStore for the core's unit tests: counts every request and can be
+told to fail. Not a substitute for the S3 adapter tests against a real server."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from s3pvefs.errors import StoreError
+from s3pvefs.store.base import ListPage, MultipartUpload, ObjectInfo, PartEtag
+
+
+@dataclass
+class _Object:
+    data: bytes
+    metadata: dict[str, str]
+    etag: str
+    last_modified: float
+    content_type: str | None = None
+
+
+@dataclass
+class _Upload:
+    key: str
+    metadata: dict[str, str]
+    parts: dict[int, bytes] = field(default_factory=dict)
+    initiated: float = field(default_factory=time.time)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, _Object] = {}
+        self.uploads: dict[str, _Upload] = {}
+        self.calls: collections.Counter[str] = collections.Counter()
+        # name of a store method -> exception to raise on its next calls (fault hook)
+        self.fail: dict[str, Exception] = {}
+        self._ids = itertools.count(1)
+
+    # -- test helpers -------------------------------------------------------
+    def put_outside(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Write as another tool would, without counting a request."""
+        self.objects[key] = _Object(data, dict(metadata or {}), hashlib.md5(data).hexdigest(), time.time())
+
+    def reset_counts(self) -> None:
+        self.calls.clear()
+
+    async def _enter(self, op: str) -> None:
+        self.calls[op] += 1
+        await trio.lowlevel.checkpoint()
+        if op in self.fail:
+            raise self.fail[op]
+
+    def _info(self, key: str, obj: _Object, with_meta: bool) -> ObjectInfo:
+        return ObjectInfo(key, len(obj.data), obj.etag, obj.last_modified,
+                          dict(obj.metadata) if with_meta else None)
+
+    # -- ObjectStore --------------------------------------------------------
+    async def head(self, key):
+        await self._enter("head")
+        obj = self.objects.get(key)
+        return None if obj is None else self._info(key, obj, True)
+
+    async def list_page(self, prefix, delimiter="/", token=None, max_keys=1000):
+        await self._enter("list")
+        objects, prefixes = [], set()
+        entries = []
+        for key in sorted(self.objects):
+            if not key.startswith(prefix) or (token is not None and key <= token):
+                continue
+            rest = key[len(prefix):]
+            if delimiter and delimiter in rest:
+                cp = prefix + rest[: rest.index(delimiter) + 1]
+                if cp in prefixes:
+                    continue
+                prefixes.add(cp)
+                entries.append((cp, None))
+            else:
+                entries.append((key, self.objects[key]))
+            if len(entries) == max_keys:
+                break
+        for key, obj in entries:
+            if obj is not None:
+                objects.append(self._info(key, obj, False))
+        more = len(entries) == max_keys
+        last = entries[-1][0] if entries else None
+        if more and last is not None and last.endswith(delimiter or "\0"):
+            last = last[:-1] + chr(ord(delimiter) + 1)  # skip the whole common prefix
+        return ListPage(objects, sorted(p for p, o in entries if o is None),
+                        last if more else None)
+
+    async def get_range(self, key, start, end, etag=None):
+        await self._enter("get")
+        obj = self.objects.get(key)
+        if obj is None:
+            raise StoreError(f"GET {key}: no such key", code="NoSuchKey")
+        if etag is not None and obj.etag != etag:
+            raise StoreError(f"GET {key}: changed", code="PreconditionFailed")
+        return obj.data[start:end]
+
+    async def put(self, key, body, metadata, content_type=None):
+        await self._enter("put")
+        obj = _Object(bytes(body), dict(metadata), hashlib.md5(body).hexdigest(), time.time(), content_type)
+        self.objects[key] = obj
+        return obj.etag
+
+    async def copy(self, src, dst, metadata):
+        await self._enter("copy")
+        obj = self.objects.get(src)
+        if obj is None:
+            raise StoreError(f"COPY {src}: no such key", code="NoSuchKey")
+        meta = dict(obj.metadata if metadata is None else metadata)
+        self.objects[dst] = _Object(obj.data, meta, obj.etag, time.time(), obj.content_type)
+
+    async def delete(self, key):
+        await self._enter("delete")
+        self.objects.pop(key, None)
+
+    async def create_multipart(self, key, metadata):
+        await self._enter("create_multipart")
+        upload_id = f"up{next(self._ids)}"
+        self.uploads[upload_id] = _Upload(key, dict(metadata))
+        return upload_id
+
+    async def upload_part(self, key, upload_id, number, body):
+        await self._enter("upload_part")
+        self.uploads[upload_id].parts[number] = bytes(body)
+        return hashlib.md5(body).hexdigest()
+
+    async def upload_part_copy(self, key, upload_id, number, src, start, end):
+        await self._enter("upload_part_copy")
+        data = self.objects[src].data[start:end]
+        self.uploads[upload_id].parts[number] = data
+        return hashlib.md5(data).hexdigest()
+
+    async def complete_multipart(self, key, upload_id, parts: list[PartEtag]):
+        await self._enter("complete_multipart")
+        up = self.uploads.pop(upload_id)
+        data = b"".join(up.parts[p.number] for p in sorted(parts, key=lambda p: p.number))
+        self.objects[key] = _Object(data, up.metadata, hashlib.md5(data).hexdigest() + f"-{len(parts)}",
+                                    time.time())
+
+    async def abort_multipart(self, key, upload_id):
+        await self._enter("abort_multipart")
+        self.uploads.pop(upload_id, None)
+
+    async def list_multipart(self, prefix):
+        await self._enter("list_multipart")
+        return [MultipartUpload(u.key, uid, u.initiated) for uid, u in self.uploads.items()
+                if u.key.startswith(prefix)]
