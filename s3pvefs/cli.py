@@ -1,0 +1,254 @@
+"""Command line: s3pvefs mount | umount.
+
+User mistakes print one line on stderr and exit with a distinct code, never a
+traceback. Credentials come from botocore's chain (environment, shared
+credentials file, --profile), never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import logging.handlers
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+
+from s3pvefs import __version__
+from s3pvefs.config import Config, apply_options, load_file, split_bucket, validate
+from s3pvefs.errors import ConfigError, MountError
+
+log = logging.getLogger("s3pvefs")
+
+EXIT_USAGE = 2
+READY_TIMEOUT = 180  # seconds the foreground parent waits for the daemon to mount
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s3pvefs", description="Mount an S3 bucket as a Proxmox VE dir storage.")
+    p.add_argument("--version", action="version", version=f"s3pvefs {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("mount", help="mount BUCKET[/PREFIX] on MOUNTPOINT")
+    m.add_argument("bucket", metavar="BUCKET[/PREFIX]")
+    m.add_argument("mountpoint")
+    m.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:7480 (default: AWS)")
+    m.add_argument("--region", help="signing region (default us-east-1)")
+    m.add_argument("--profile", help="profile in the AWS shared credentials/config files")
+    m.add_argument("--config", metavar="FILE", help="TOML settings file")
+    m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
+    m.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                   help="mount options: allow_other, ro, uid=, gid=, file_mode=, dir_mode=, capacity=, "
+                        "or any setting name=value")
+    m.add_argument("--log-file", help="log here instead of syslog/stderr")
+    m.add_argument("--debug", action="store_true", help="log debug messages")
+    m.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+    u = sub.add_parser("umount", help="wait for pending uploads, then unmount")
+    u.add_argument("mountpoint")
+    u.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait for the daemon to finish (default 600)")
+    return p
+
+
+def build_config(args) -> Config:
+    config = load_file(args.config) if args.config else Config()
+    bucket, prefix = split_bucket(args.bucket)
+    store = config.store.__class__(**{**config.store.__dict__, "bucket": bucket,
+                                      "prefix": prefix or config.store.prefix})
+    overrides = {k: v for k, v in (("endpoint_url", args.endpoint_url), ("region", args.region),
+                                   ("profile", args.profile)) if v}
+    store = store.__class__(**{**store.__dict__, **overrides})
+    config = Config(store=store, cache=config.cache, write=config.write, read=config.read, mount=config.mount)
+    words = [w for opt in args.options for w in opt.split(",")]
+    return validate(apply_options(config, words))
+
+
+def _setup_logging(args, background: bool) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO
+    if args.log_file:
+        handler: logging.Handler = logging.FileHandler(args.log_file)
+    elif background and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log")
+        handler.ident = "s3pvefs: "
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Request-level chatter of the HTTP stack: not useful, and it could carry headers.
+    for noisy in ("botocore", "aiobotocore", "httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _report(fd: int | None, message: str) -> None:
+    if fd is not None:
+        try:
+            os.write(fd, (message + "\n").encode())
+        except OSError:
+            pass
+
+
+def cmd_mount(args) -> int:
+    config = build_config(args)
+    mountpoint = os.path.realpath(args.mountpoint)
+    if not args.foreground:
+        return _spawn_daemon(args)
+    _setup_logging(args, background=args.ready_fd is not None)
+    import trio  # imported late: `s3pvefs --help` stays fast
+
+    from s3pvefs import daemon
+
+    def ready():
+        _write_pidfile(mountpoint)
+        _report(args.ready_fd, "OK")
+
+    try:
+        trio.run(daemon.run, config, mountpoint, ready)
+    except MountError as e:
+        _report(args.ready_fd, f"ERR {e.exit_code} {e}")
+        log.error("%s", e)
+        if args.ready_fd is None:
+            print(f"s3pvefs: {e}", file=sys.stderr)
+        return e.exit_code
+    except ConfigError as e:
+        _report(args.ready_fd, f"ERR {EXIT_USAGE} {e}")
+        if args.ready_fd is None:
+            print(f"s3pvefs: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as e:  # pyfuse3.init: the kernel refused the mount
+        _report(args.ready_fd, f"ERR 1 mount failed: {e}")
+        log.error("mount failed: %s", e)
+        return 1
+    finally:
+        _remove_pidfile(mountpoint)
+    return 0
+
+
+def _spawn_daemon(args) -> int:
+    """Start the daemon detached and wait until it reports the mount live (or why not)."""
+    read_fd, write_fd = os.pipe()
+    argv = [sys.executable, "-m", "s3pvefs"] + [a for a in sys.argv[1:]] + \
+        ["--foreground", "--ready-fd", str(write_fd)]
+    with open(os.devnull, "rb") as devnull_in, open(os.devnull, "wb") as devnull_out:
+        proc = subprocess.Popen(argv, stdin=devnull_in, stdout=devnull_out,
+                                stderr=devnull_out if not args.debug else None,
+                                pass_fds=(write_fd,), start_new_session=True, close_fds=True)
+    os.close(write_fd)
+    deadline = time.monotonic() + READY_TIMEOUT
+    buf = b""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                print(f"s3pvefs: mount did not come up within {READY_TIMEOUT} s", file=sys.stderr)
+                return 1
+            if select.select([pipe], [], [], min(left, 1.0))[0]:
+                chunk = pipe.read(4096)
+                if not chunk:
+                    break
+                buf += chunk
+    line = buf.decode(errors="replace").strip()
+    if line == "OK":
+        return 0
+    if line.startswith("ERR "):
+        _, code, message = line.split(" ", 2)
+        print(f"s3pvefs: {message}", file=sys.stderr)
+        return int(code)
+    rc = proc.wait()
+    where = f"; see {args.log_file}" if args.log_file else "; run with --foreground to see why"
+    print(f"s3pvefs: the daemon exited (code {rc}) before mounting{where}", file=sys.stderr)
+    return rc or 1
+
+
+def _run_dir() -> str:
+    return "/run/s3pvefs" if os.geteuid() == 0 else os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "s3pvefs")
+
+
+def _pidfile(mountpoint: str) -> str:
+    return os.path.join(_run_dir(), hashlib.sha1(mountpoint.encode()).hexdigest()[:16] + ".pid")
+
+
+def _write_pidfile(mountpoint: str) -> None:
+    try:
+        os.makedirs(_run_dir(), mode=0o700, exist_ok=True)
+        with open(_pidfile(mountpoint), "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as e:
+        log.warning("cannot write pid file: %s", e)
+
+
+def _remove_pidfile(mountpoint: str) -> None:
+    try:
+        with open(_pidfile(mountpoint)) as f:
+            if int(f.read().strip() or 0) == os.getpid():
+                os.unlink(_pidfile(mountpoint))
+    except (OSError, ValueError):
+        pass
+
+
+def cmd_umount(args) -> int:
+    mountpoint = os.path.realpath(args.mountpoint)
+    if not os.path.ismount(mountpoint):
+        print(f"s3pvefs: {mountpoint} is not mounted", file=sys.stderr)
+        return 1
+    try:
+        with open(_pidfile(mountpoint)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        pid = None
+    tool = shutil.which("fusermount3") or shutil.which("fusermount") or "umount"
+    cmd = [tool, "-u", mountpoint] if "fusermount" in tool else [tool, mountpoint]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = r.stderr.strip() or f"{tool} failed"
+        hint = " (files are still open: close them first; their data is committed when they close)" \
+            if "busy" in msg.lower() else ""
+        print(f"s3pvefs: cannot unmount {mountpoint}: {msg}{hint}", file=sys.stderr)
+        return 1
+    # The daemon commits anything still pending after the kernel lets go; wait for it.
+    deadline = time.monotonic() + args.timeout
+    while pid is not None and _alive(pid):
+        if time.monotonic() > deadline:
+            print(f"s3pvefs: unmounted, but the daemon (pid {pid}) is still finishing uploads "
+                  f"after {args.timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has finished
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "mount":
+            return cmd_mount(args)
+        return cmd_umount(args)
+    except ConfigError as e:
+        print(f"s3pvefs: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except MountError as e:
+        print(f"s3pvefs: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,112 @@
+"""The mounted process: one trio loop running pyfuse3 and the S3 client.
+
+Order of life: open the S3 client, check the bucket (so a mistake is reported
+before anything is mounted), mount, report READY, serve until unmounted or
+signalled, then commit what is still pending and exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Callable
+
+import pyfuse3
+import trio
+
+from s3pvefs.config import Config
+from s3pvefs.errors import MountError, StoreError
+from s3pvefs.fs.filesystem import Filesystem
+from s3pvefs.fuse.operations import Operations
+from s3pvefs.store.s3 import S3Store
+
+log = logging.getLogger(__name__)
+
+# Exit codes of `s3pvefs mount`, one per cause a user can act on.
+EXIT_OTHER, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_NO_BUCKET, EXIT_UNREACHABLE, EXIT_MOUNTPOINT, EXIT_NO_FUSE = \
+    1, 2, 3, 4, 5, 6, 7
+
+_AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoCredentials",
+               "InvalidToken", "ExpiredToken"}
+_MISSING_CODES = {"404", "NoSuchBucket"}
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("/dev/fuse is missing: load the fuse module or give the container the device",
+                         EXIT_NO_FUSE)
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"mountpoint {mountpoint} does not exist or is not a directory", EXIT_MOUNTPOINT)
+    if os.path.ismount(mountpoint):
+        raise MountError(f"mountpoint {mountpoint} is busy: something is already mounted there",
+                         EXIT_MOUNTPOINT)
+
+
+async def check_bucket(store: S3Store, config: Config) -> None:
+    where = config.store.endpoint_url or "AWS S3"
+    try:
+        await store.check_bucket()
+    except StoreError as e:
+        if e.code in _AUTH_CODES:
+            raise MountError(f"access to bucket {store.bucket!r} at {where} denied: "
+                             f"check the credentials and the bucket policy ({e.code})", EXIT_CREDENTIALS)
+        if e.code in _MISSING_CODES:
+            raise MountError(f"bucket {store.bucket!r} does not exist at {where}", EXIT_NO_BUCKET)
+        if e.code == "Network":
+            raise MountError(f"cannot reach {where}: {e}", EXIT_UNREACHABLE)
+        raise MountError(f"bucket {store.bucket!r} at {where}: {e}", EXIT_OTHER)
+
+
+def fuse_options(config: Config) -> set[str]:
+    s = config.store
+    name = f"{s.bucket}/{s.prefix}" if s.prefix else s.bucket
+    options = set(pyfuse3.default_options) | {f"fsname=s3pvefs:{name}", "subtype=s3pvefs"}
+    options.discard("default_permissions")
+    options.add("default_permissions")  # the kernel checks modes; always, with allow_other too
+    if config.mount.allow_other:
+        options.add("allow_other")
+    if config.mount.read_only:
+        options.add("ro")
+    return options
+
+
+async def _commit_pending(fs: Filesystem) -> None:
+    """On the way out: commit files whose handles were never closed (SIGTERM with
+    writers still running), so what was written is not silently dropped."""
+    for inode in list(fs.table._by_ino.values()):
+        if inode.local is not None and inode.local.dirty and inode.attached:
+            try:
+                await fs._commit(inode)
+                log.warning("committed %s, which was still open at shutdown", fs.path(inode))
+            except Exception as e:  # keep going: report every file that could not be saved
+                log.error("could not commit %s at shutdown: %s", fs.path(inode), e)
+
+
+async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> None:
+    check_mountpoint(mountpoint)
+    async with S3Store.open(config.store) as store:
+        await check_bucket(store, config)
+        async with trio.open_nursery() as nursery:
+            fs = Filesystem(store, config, nursery)
+            pyfuse3.init(Operations(fs, config), mountpoint, fuse_options(config))
+            mounted = True
+            try:
+                log.info("mounted %s on %s", config.store.bucket, mountpoint)
+                ready()
+                nursery.start_soon(_watch_signals)
+                await pyfuse3.main(min_tasks=4, max_tasks=64)
+                log.info("unmounted %s", mountpoint)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _commit_pending(fs)
+                pyfuse3.close(unmount=mounted)
+            nursery.cancel_scope.cancel()
+
+
+async def _watch_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return

@@ -1,0 +1,644 @@
+"""The filesystem core: POSIX operations on inodes, in terms of the ObjectStore.
+
+Plain values in and out (Inode, Stat, bytes); errors are s3pvefs.errors exceptions.
+No pyfuse3 here, so it is tested against the in-memory store without a kernel.
+
+Rules kept here (SEMANTICS.md says them for users):
+- close commits: flush uploads a file's pending data and attributes; its errors
+  are the caller's.
+- A directory shadows a file of the same name.
+- An open file that is unlinked stays readable: its data is local, or its object
+  is hidden from listings and deleted when the last handle closes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat as st
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import trio
+
+from s3pvefs.config import Config
+from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound,
+                            NotSupported, ReadOnly, StoreError)
+from s3pvefs.fs.handles import DirHandle, FileHandle, LocalFile
+from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
+from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, check_name, listable_name
+from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
+from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, encode_metadata,
+                                    implicit_dir, new_stat, now_ns)
+from s3pvefs.read.prefetcher import Prefetcher
+from s3pvefs.store.base import ObjectStore
+from s3pvefs.write.staging import StagedFile
+from s3pvefs.write.uploader import copy_object, upload_staged
+
+log = logging.getLogger(__name__)
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+DIR_CONTENT_TYPE = "application/x-directory"
+
+
+@dataclass(frozen=True)
+class FsStat:
+    block_size: int
+    blocks: int
+    free_blocks: int
+    name_max: int = 255
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+class Filesystem:
+    def __init__(self, store: ObjectStore, config: Config, nursery: trio.Nursery,
+                 clock=time.monotonic):
+        self.store = store
+        self.cfg = config
+        self.keys = KeyMapper(config.store.prefix)
+        self.table = InodeTable()
+        self.cache = MetaCache(config.cache, clock)
+        m = config.mount
+        self.defaults = Defaults(m.uid, m.gid, m.file_mode, m.dir_mode)
+        self.root_stat = implicit_dir(self.defaults, now_ns())
+        self.read_only = m.read_only
+        self._nursery = nursery
+        self._handles: dict[int, FileHandle | DirHandle] = {}
+        self._next_fh = 1
+        self._hidden: dict[str, str] = {}  # key -> etag of unlinked objects still open
+        self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
+
+    # ------------------------------------------------------------------ helpers
+    def _inode(self, ino: int) -> Inode:
+        inode = self.table.get(ino)
+        if inode is None:
+            raise NotFound(f"inode {ino} unknown")
+        return inode
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly("mounted read-only")
+
+    def path(self, inode: Inode) -> str:
+        return self.table.path(inode)
+
+    def key(self, inode: Inode) -> str:
+        return inode.frozen_key or self.keys.key(self.path(inode))
+
+    def _new_handle(self, h: FileHandle | DirHandle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = h
+        return fh
+
+    def _handle(self, fh: int, kind=FileHandle):
+        h = self._handles.get(fh)
+        if not isinstance(h, kind):
+            raise BadHandle(f"no open handle {fh}")
+        return h
+
+    # ------------------------------------------------------------------ resolution
+    async def _fetch_stat(self, path: str) -> Stat | None:
+        """Ask S3 what path is: HEAD of the file key, HEAD of the directory marker and a
+        one-key LIST of the directory prefix, in parallel (one round trip)."""
+        key, prefix = self.keys.key(path), self.keys.dir_prefix(path)
+        found: dict[str, object] = {}
+
+        async def head_file():
+            found["file"] = await self.store.head(key)
+
+        async def head_marker():
+            found["marker"] = await self.store.head(prefix)
+
+        async def list_prefix():
+            found["list"] = await self.store.list_page(prefix, "/", None, 2)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(head_file)
+            n.start_soon(head_marker)
+            n.start_soon(list_prefix)
+        page, marker, info = found["list"], found["marker"], found["file"]
+        children = [o for o in page.objects if o.key != prefix and self._hidden.get(o.key) != o.etag]
+        if marker is not None or children or page.prefixes:
+            s = decode(marker, DIR, self.defaults) if marker else implicit_dir(self.defaults, now_ns())
+        elif info is not None and self._hidden.get(key) != info.etag:
+            s = decode(info, FILE, self.defaults)
+        else:
+            self.cache.put_negative(path)
+            return None
+        self.cache.put_stat(path, s)
+        return s
+
+    async def _resolve(self, parent: Inode, name: str) -> Stat | None:
+        child = self.table.child(parent.ino, name)
+        if child is not None and child.local is not None:
+            return child.local.stat
+        path = _join(self.path(parent), name)
+        cached = self.cache.lookup(path)
+        if cached is False:
+            return None
+        if cached is not None:
+            return cached
+        return await self._fetch_stat(path)
+
+    def _dir(self, ino: int) -> Inode:
+        inode = self._inode(ino)
+        if inode.kind != DIR:
+            raise NotADir("not a directory")
+        return inode
+
+    async def _child(self, parent_ino: int, raw: bytes) -> tuple[Inode, str, Stat | None]:
+        parent = self._dir(parent_ino)
+        name = check_name(raw)
+        self.keys.key(_join(self.path(parent), name))  # ENAMETOOLONG before any request
+        return parent, name, await self._resolve(parent, name)
+
+    def _remember(self, parent: Inode, name: str, s: Stat) -> Inode:
+        inode = self.table.attach(parent.ino, name, s.kind)
+        inode.lookups += 1
+        return inode
+
+    # ------------------------------------------------------------------ attributes
+    async def lookup(self, parent_ino: int, raw: bytes) -> tuple[Inode, Stat]:
+        parent, name, s = await self._child(parent_ino, raw)
+        if s is None:
+            raise NotFound(name)
+        return self._remember(parent, name, s), s
+
+    async def getattr(self, ino: int) -> Stat:
+        if ino == ROOT_INO:
+            return self.root_stat
+        inode = self._inode(ino)
+        if inode.local is not None:
+            return inode.local.stat
+        if not inode.attached:
+            return await self._unlinked_stat(inode)
+        path = self.path(inode)
+        s = self.cache.stats.get(path)
+        if s is None or not s.complete:
+            s = await self._fetch_stat(path)
+        if s is None or s.kind != inode.kind:
+            self.table.detach(inode)
+            raise NotFound(path)
+        return s
+
+    async def _unlinked_stat(self, inode: Inode) -> Stat:
+        """An unlinked file still open (fstat, first read): its hidden object, as long
+        as the key still holds the object that was unlinked."""
+        key = inode.frozen_key
+        info = await self.store.head(key) if key is not None else None
+        if info is None or info.etag != self._hidden.get(key):
+            raise NotFound("unlinked")
+        return decode(info, FILE, self.defaults)
+
+    async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None,
+                      uid: int | None = None, gid: int | None = None,
+                      atime_ns: int | None = None, mtime_ns: int | None = None) -> Stat:
+        self._writable()
+        s = await self.getattr(ino)
+        t = now_ns()
+        changes: dict = {"ctime_ns": t}
+        if mode is not None:
+            changes["mode"] = st.S_IFMT(s.mode) | st.S_IMODE(mode)
+        if uid is not None:
+            changes["uid"] = uid
+        if gid is not None:
+            changes["gid"] = gid
+        if atime_ns is not None:
+            changes["atime_ns"] = atime_ns
+        if mtime_ns is not None:
+            changes["mtime_ns"] = mtime_ns
+        if ino == ROOT_INO:  # the root has no object; its attributes live for the mount
+            self.root_stat = s.with_(**changes)
+            return self.root_stat
+        inode = self._inode(ino)
+        if inode.kind == DIR:
+            if size is not None:
+                raise IsADir("cannot truncate a directory")
+            new = s.with_(**changes)
+            path = self.path(inode)
+            await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(new), DIR_CONTENT_TYPE)
+            self.cache.put_stat(path, new)
+            return new
+        local = self._local(inode, s)
+        if size is not None:
+            await self._load(inode)
+            local.staged.truncate(size)
+            changes.update(size=size, mtime_ns=mtime_ns or t)
+        local.touch(local.stat.with_(**changes))
+        if inode.open_handles == 0:  # nobody will close it: commit now
+            try:
+                await self._commit(inode)
+            finally:
+                self._drop_local(inode)
+        return local.stat
+
+    # ------------------------------------------------------------------ directories
+    async def _list_dir(self, path: str) -> Listing:
+        listing = self.cache.listings.get(path)
+        if listing is not None:
+            return listing
+        prefix = self.keys.dir_prefix(path)
+        files: dict[str, Stat] = {}
+        dirs: dict[str, Stat] = {}
+        t = now_ns()
+        token = None
+        while True:
+            page = await self.store.list_page(prefix, "/", token)
+            for p in page.prefixes:
+                name = p[len(prefix):-1]
+                if listable_name(name):
+                    dirs.setdefault(name, implicit_dir(self.defaults, t).with_(complete=False))
+            for o in page.objects:
+                rest = o.key[len(prefix):]
+                if not rest or self._hidden.get(o.key) == o.etag:
+                    continue
+                if rest.endswith(FOLDER_SUFFIX):
+                    name = rest[: -len(FOLDER_SUFFIX)]
+                    if listable_name(name):
+                        dirs.setdefault(name, implicit_dir(self.defaults, t).with_(complete=False))
+                elif listable_name(rest):
+                    files[rest] = decode(o, FILE, self.defaults)
+            token = page.next_token
+            if not token:
+                break
+        listing = Listing({**files, **dirs})  # a directory shadows a file of the same name
+        self.cache.put_listing(path, listing)
+        return listing
+
+    async def opendir(self, ino: int) -> int:
+        inode = self._dir(ino)
+        path = self.path(inode)
+        entries = dict((await self._list_dir(path)).entries)
+        for name, s in list(entries.items()):
+            known = self.cache.stats.get(_join(path, name))  # a HEAD knows more than a LIST
+            if known is not None and known.kind == s.kind:
+                entries[name] = known
+        for child in self.table.children(ino):
+            if child.local is not None:  # created here, not committed yet
+                entries[child.name] = child.local.stat
+        return self._new_handle(DirHandle(inode, sorted(entries.items())))
+
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Inode, Stat]]:
+        """(next offset, name, inode, attributes) from offset start. The caller counts
+        a lookup with ``remember`` only for entries the kernel accepted."""
+        h = self._handle(fh, DirHandle)
+        for offset in range(start, len(h.entries)):
+            name, s = h.entries[offset]
+            inode = self.table.attach(h.inode.ino, name, s.kind)
+            yield offset + 1, name, inode, s
+
+    def remember(self, inode: Inode) -> None:
+        inode.lookups += 1
+
+    def unused(self, inode: Inode) -> None:
+        self.table.drop_if_unused(inode)
+
+    def releasedir(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    async def mkdir(self, parent_ino: int, raw: bytes, mode: int, uid: int, gid: int) -> tuple[Inode, Stat]:
+        self._writable()
+        parent, name, existing = await self._child(parent_ino, raw)
+        if existing is not None:
+            raise Exists(name)
+        path = _join(self.path(parent), name)
+        s = new_stat(DIR, mode, uid, gid)
+        await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(s), DIR_CONTENT_TYPE)
+        self.cache.invalidate(path)
+        self.cache.put_stat(path, s)
+        return self._remember(parent, name, s), s
+
+    async def _dir_is_empty(self, inode: Inode, path: str) -> bool:
+        if any(c.local is not None and c.attached for c in self.table.children(inode.ino)):
+            return False
+        prefix = self.keys.dir_prefix(path)
+        page = await self.store.list_page(prefix, "/", None, 3)
+        others = [o for o in page.objects
+                  if o.key != prefix and self._hidden.get(o.key) != o.etag]
+        return not others and not page.prefixes
+
+    async def rmdir(self, parent_ino: int, raw: bytes) -> None:
+        self._writable()
+        parent, name, s = await self._child(parent_ino, raw)
+        if s is None:
+            raise NotFound(name)
+        if s.kind != DIR:
+            raise NotADir(name)
+        path = _join(self.path(parent), name)
+        inode = self.table.attach(parent.ino, name, DIR)
+        if not await self._dir_is_empty(inode, path):
+            raise NotEmpty(path)
+        await self.store.delete(self.keys.dir_prefix(path))
+        self.cache.invalidate_tree(path)
+        self.cache.put_negative(path)
+        self.table.detach(inode)
+
+    # ------------------------------------------------------------------ files
+    def _local(self, inode: Inode, s: Stat) -> LocalFile:
+        if inode.local is None:
+            inode.local = LocalFile(stat=s, remote_size=s.size)
+        return inode.local
+
+    async def _load(self, inode: Inode) -> LocalFile:
+        """Make the file's whole contents local (staged) before a change to its data."""
+        local = inode.local
+        if local.staged is not None:
+            return local
+        async with local.lock:
+            if local.staged is not None:
+                return local
+            staged = StagedFile(self._staging_dir)
+            try:
+                size, chunk, key = local.remote_size or 0, self.cfg.read.chunk_size, self.key(inode)
+                for start in range(0, size, chunk):
+                    staged.write(start, await self.store.get_range(key, start, min(start + chunk, size)))
+                staged.truncate(local.stat.size if local.remote_size is not None else 0)
+            except BaseException:
+                staged.close()
+                raise
+            local.staged = staged
+        return local
+
+    def _drop_local(self, inode: Inode) -> None:
+        if inode.local is not None and inode.open_handles == 0:
+            inode.local.close()
+            inode.local = None
+            self.table.drop_if_unused(inode)
+
+    async def _commit(self, inode: Inode) -> None:
+        """Upload what is pending for inode (data, or attributes only). Raises on failure;
+        the data stays staged and dirty so a later flush can try again."""
+        local = inode.local
+        if local is None or not local.dirty or not inode.attached:
+            return
+        async with local.lock:
+            if not local.dirty or not inode.attached:
+                return
+            generation = local.generation
+            path = self.path(inode)
+            key = self.keys.key(path)
+            meta = encode_metadata(local.stat)
+            if local.staged is not None:
+                await upload_staged(self.store, key, local.staged, local.stat.size, meta, self.cfg.write)
+            elif local.remote_size is not None:  # attributes only: rewrite metadata in place
+                await copy_object(self.store, key, key, local.remote_size, meta, self.cfg.write)
+            else:
+                await self.store.put(key, b"", meta)
+            self._hidden.pop(key, None)
+            local.remote_size = local.stat.size
+            if local.generation == generation:
+                local.dirty = False
+            self.cache.invalidate(path)
+            self.cache.put_stat(path, local.stat.with_(etag=None))
+
+    async def create(self, parent_ino: int, raw: bytes, mode: int, flags: int,
+                     uid: int, gid: int) -> tuple[int, Inode, Stat]:
+        self._writable()
+        parent, name, existing = await self._child(parent_ino, raw)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise Exists(name)
+            inode = self._remember(parent, name, existing)
+            return await self.open(inode.ino, flags), inode, await self.getattr(inode.ino)
+        s = new_stat(FILE, mode, uid, gid)
+        inode = self.table.attach(parent.ino, name, FILE)
+        local = LocalFile(stat=s, remote_size=None, staged=StagedFile(self._staging_dir), dirty=True)
+        inode.local = local
+        inode.lookups += 1
+        path = _join(self.path(parent), name)
+        self.cache.invalidate(path)
+        inode.open_handles += 1
+        return self._new_handle(FileHandle(inode, writable=True)), inode, s
+
+    async def open(self, ino: int, flags: int) -> int:
+        inode = self._inode(ino)
+        if inode.kind == DIR:
+            raise IsADir("is a directory")
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            self._writable()
+        s = await self.getattr(ino)
+        inode.open_handles += 1
+        try:
+            if flags & os.O_TRUNC and writable and s.size:
+                local = self._local(inode, s)
+                async with local.lock:
+                    if local.staged is None:
+                        local.staged = StagedFile(self._staging_dir)
+                local.staged.truncate(0)
+                t = now_ns()
+                local.touch(local.stat.with_(size=0, mtime_ns=t, ctime_ns=t))
+        except BaseException:
+            self.table.release_handle(inode)
+            raise
+        return self._new_handle(FileHandle(inode, writable))
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        h = self._handle(fh)
+        inode = h.inode
+        local = inode.local
+        if local is not None and local.staged is not None:
+            return local.staged.read(offset, min(size, max(0, local.stat.size - offset)))
+        if h.prefetcher is None:
+            s = local.stat if local is not None else await self.getattr(inode.ino)
+            h.prefetcher = Prefetcher(self.store, lambda: self.key(inode), s.size, self.cfg.read,
+                                      self._nursery)
+        return await h.prefetcher.read(offset, size)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        h = self._handle(fh)
+        if not h.writable:
+            raise BadHandle("not open for writing")
+        inode = h.inode
+        local = self._local(inode, inode.local.stat if inode.local else await self.getattr(inode.ino))
+        await self._load(inode)
+        n = local.staged.write(offset, data)
+        t = now_ns()
+        local.touch(local.stat.with_(size=max(local.stat.size, offset + n), mtime_ns=t, ctime_ns=t))
+        return n
+
+    async def flush(self, fh: int) -> None:
+        h = self._handle(fh)
+        try:
+            await self._commit(h.inode)
+        except StoreError as e:
+            log.error("commit of %s failed: %s", self.path(h.inode), e)
+            raise
+
+    async def fsync(self, fh: int) -> None:
+        await self.flush(fh)
+
+    async def release(self, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if not isinstance(h, FileHandle):
+            return
+        if h.prefetcher is not None:
+            h.prefetcher.close()
+        inode = h.inode
+        if inode.open_handles == 1:
+            if inode.local is not None and inode.local.dirty and inode.attached:
+                try:  # close() already flushed; this catches writes through mmap and the like
+                    await self._commit(inode)
+                except StoreError as e:
+                    log.error("commit of %s at release failed, data dropped: %s", self.path(inode), e)
+            if inode.frozen_key is not None:
+                await self._delete_hidden(inode.frozen_key)
+        inode.open_handles -= 1
+        self._drop_local(inode)
+        self.table.drop_if_unused(inode)
+
+    async def _delete_hidden(self, key: str) -> None:
+        etag = self._hidden.pop(key, None)
+        if etag is None:
+            return
+        info = await self.store.head(key)
+        if info is not None and info.etag == etag:  # not replaced meanwhile
+            await self.store.delete(key)
+
+    async def unlink(self, parent_ino: int, raw: bytes) -> None:
+        self._writable()
+        parent, name, s = await self._child(parent_ino, raw)
+        if s is None:
+            raise NotFound(name)
+        if s.kind == DIR:
+            raise IsADir(name)
+        path = _join(self.path(parent), name)
+        key = self.keys.key(path)
+        inode = self.table.child(parent.ino, name)
+        local = inode.local if inode is not None else None
+        remote = local.remote_size is not None if local is not None else True
+        if inode is not None and inode.open_handles and remote and (local is None or local.staged is None):
+            # Still open and its data is only in S3: hide the object, delete it at last close.
+            etag = s.etag or getattr(await self.store.head(key), "etag", None)
+            if etag:
+                self._hidden[key] = etag
+                inode.frozen_key = key
+        elif remote:
+            await self.store.delete(key)
+        if local is not None:
+            local.remote_size = None
+        self.cache.invalidate(path)
+        self.cache.put_negative(path)
+        if inode is not None:
+            self.table.detach(inode)
+
+    async def symlink(self, parent_ino: int, raw: bytes, target: bytes, uid: int, gid: int) -> tuple[Inode, Stat]:
+        self._writable()
+        parent, name, existing = await self._child(parent_ino, raw)
+        if existing is not None:
+            raise Exists(name)
+        path = _join(self.path(parent), name)
+        s = new_stat(SYMLINK, 0o777, uid, gid, size=len(target))
+        await self.store.put(self.keys.key(path), target, encode_metadata(s))
+        self.cache.invalidate(path)
+        self.cache.put_stat(path, s)
+        return self._remember(parent, name, s), s
+
+    async def readlink(self, ino: int) -> bytes:
+        inode = self._inode(ino)
+        s = await self.getattr(ino)
+        if s.kind != SYMLINK:
+            raise FsError("not a symlink", err=errno.EINVAL)
+        return await self.store.get_range(self.key(inode), 0, s.size)
+
+    # ------------------------------------------------------------------ rename
+    async def rename(self, old_parent: int, old_raw: bytes, new_parent: int, new_raw: bytes,
+                     flags: int = 0) -> None:
+        self._writable()
+        if flags & RENAME_EXCHANGE:
+            raise NotSupported("RENAME_EXCHANGE is not supported on S3")
+        src_parent, src_name, src = await self._child(old_parent, old_raw)
+        dst_parent, dst_name, dst = await self._child(new_parent, new_raw)
+        if src is None:
+            raise NotFound(src_name)
+        src_inode = self.table.attach(src_parent.ino, src_name, src.kind)
+        if dst_parent.ino == src_parent.ino and dst_name == src_name:
+            return
+        if dst is not None and flags & RENAME_NOREPLACE:
+            raise Exists(dst_name)
+        src_path = _join(self.path(src_parent), src_name)
+        dst_path = _join(self.path(dst_parent), dst_name)
+        if src.kind == DIR:
+            if self.table.is_ancestor(src_inode, dst_parent):
+                raise FsError("cannot move a directory into itself", err=errno.EINVAL)
+            if dst is not None:
+                if dst.kind != DIR:
+                    raise NotADir(dst_name)
+                dst_inode = self.table.attach(dst_parent.ino, dst_name, DIR)
+                if not await self._dir_is_empty(dst_inode, dst_path):
+                    raise NotEmpty(dst_name)
+                await self.store.delete(self.keys.dir_prefix(dst_path))
+            await self._move_tree(src_path, dst_path)
+            self.cache.invalidate_tree(src_path)
+            self.cache.invalidate_tree(dst_path)
+        else:
+            if dst is not None and dst.kind == DIR:
+                raise IsADir(dst_name)
+            src_key, dst_key = self.keys.key(src_path), self.keys.key(dst_path)
+            local = src_inode.local
+            remote_size = local.remote_size if local is not None else src.size
+            if remote_size is not None:
+                meta = encode_metadata(local.stat) if local is not None and local.staged is None else None
+                await copy_object(self.store, src_key, dst_key, remote_size, meta, self.cfg.write)
+                await self.store.delete(src_key)
+                if local is not None and meta is not None:
+                    local.dirty = False  # the copy carried the pending attributes
+            elif dst is not None:
+                await self.store.delete(dst_key)  # replaced by a file not committed yet
+            self.cache.invalidate(src_path)
+            self.cache.invalidate(dst_path)
+            self.cache.put_negative(src_path)
+            if local is None:
+                self.cache.put_stat(dst_path, src)
+        self.table.move(src_inode, dst_parent.ino, dst_name)
+
+    async def _move_tree(self, src_path: str, dst_path: str) -> None:
+        """Copy every object under a directory to its new prefix, then delete the
+        originals. Not atomic: a failure midway leaves both trees partly present,
+        and nothing is deleted before its copy exists."""
+        src_prefix, dst_prefix = self.keys.dir_prefix(src_path), self.keys.dir_prefix(dst_path)
+        objects, token = [], None
+        while True:
+            page = await self.store.list_page(src_prefix, None, token)
+            objects += [o for o in page.objects if self._hidden.get(o.key) != o.etag]
+            token = page.next_token
+            if not token:
+                break
+        if not any(o.key == src_prefix for o in objects):  # keep an empty/implicit dir visible
+            await self.store.put(dst_prefix, b"", encode_metadata(implicit_dir(self.defaults, now_ns())),
+                                 DIR_CONTENT_TYPE)
+        limiter = trio.CapacityLimiter(self.cfg.write.upload_concurrency * 2)
+
+        async def move_one(o):
+            async with limiter:
+                await copy_object(self.store, o.key, dst_prefix + o.key[len(src_prefix):], o.size, None,
+                                  self.cfg.write)
+        async with trio.open_nursery() as n:
+            for o in objects:
+                n.start_soon(move_one, o)
+
+        async def delete_one(o):
+            async with limiter:
+                await self.store.delete(o.key)
+        async with trio.open_nursery() as n:
+            for o in objects:
+                n.start_soon(delete_one, o)
+
+    # ------------------------------------------------------------------ misc
+    def forget(self, inode_list) -> None:
+        for ino, count in inode_list:
+            self.table.forget(ino, count)
+
+    def statfs(self) -> FsStat:
+        bs = 4096
+        blocks = max(1, self.cfg.mount.capacity // bs)
+        return FsStat(bs, blocks, blocks)
+
+    def open_file_count(self) -> int:
+        return sum(1 for h in self._handles.values() if isinstance(h, FileHandle))

@@ -1,0 +1,45 @@
+"""Stat -> pyfuse3 EntryAttributes / StatvfsData."""
+
+from __future__ import annotations
+
+import pyfuse3
+
+from s3pvefs.config import CacheConfig
+from s3pvefs.fs.filesystem import FsStat
+from s3pvefs.namespace.stat import Stat
+
+BLKSIZE = 128 * 1024  # what cp & co. size their buffers by
+
+
+def entry_attributes(ino: int, s: Stat, cfg: CacheConfig) -> pyfuse3.EntryAttributes:
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = ino
+    a.generation = 0
+    a.entry_timeout = cfg.kernel_entry_timeout
+    a.attr_timeout = cfg.kernel_attr_timeout
+    a.st_mode = s.mode
+    a.st_nlink = 2 if s.kind == "dir" else 1
+    a.st_uid = s.uid
+    a.st_gid = s.gid
+    a.st_rdev = 0
+    a.st_size = s.size
+    a.st_blksize = BLKSIZE
+    a.st_blocks = (s.size + 511) // 512
+    a.st_atime_ns = s.atime_ns
+    a.st_mtime_ns = s.mtime_ns
+    a.st_ctime_ns = s.ctime_ns
+    return a
+
+
+def statvfs(fs: FsStat) -> pyfuse3.StatvfsData:
+    d = pyfuse3.StatvfsData()
+    d.f_bsize = fs.block_size
+    d.f_frsize = fs.block_size
+    d.f_blocks = fs.blocks
+    d.f_bfree = fs.free_blocks
+    d.f_bavail = fs.free_blocks
+    d.f_files = 1 << 32
+    d.f_ffree = 1 << 32
+    d.f_favail = 1 << 32
+    d.f_namemax = fs.name_max
+    return d
