@@ -170,7 +170,10 @@ class Filesystem:
             raise NotFound(name)
         return self._remember(parent, name, s), s
 
-    async def getattr(self, ino: int) -> Stat:
+    async def getattr(self, ino: int, *, complete: bool = False) -> Stat:
+        """Attributes, from a cached HEAD or directory listing while they last. A listing
+        has no user metadata: ``complete`` asks for the headers (before a change that
+        rewrites them), as does a listing that disagrees with the inode's kind."""
         if ino == ROOT_INO:
             return self.root_stat
         inode = self._inode(ino)
@@ -179,8 +182,8 @@ class Filesystem:
         if not inode.attached:
             return await self._unlinked_stat(inode)
         path = self.path(inode)
-        s = self.cache.stats.get(path)
-        if s is None or not s.complete:
+        s = self.cache.lookup(path)
+        if not isinstance(s, Stat) or (not s.complete and (complete or s.kind != inode.kind)):
             s = await self._fetch_stat(path)
         if s is None or s.kind != inode.kind:
             self.table.detach(inode)
@@ -200,7 +203,7 @@ class Filesystem:
                       uid: int | None = None, gid: int | None = None,
                       atime_ns: int | None = None, mtime_ns: int | None = None) -> Stat:
         self._writable()
-        s = await self.getattr(ino)
+        s = await self.getattr(ino, complete=True)
         t = now_ns()
         changes: dict = {"ctime_ns": t}
         if mode is not None:
@@ -277,8 +280,8 @@ class Filesystem:
         entries = dict((await self._list_dir(path)).entries)
         for name, s in list(entries.items()):
             known = self.cache.stats.get(_join(path, name))  # a HEAD knows more than a LIST
-            if known is not None and known.kind == s.kind:
-                entries[name] = known
+            if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
+                entries[name] = known  # a LIST cannot tell a symlink from a file
         for child in self.table.children(ino):
             if child.local is not None:  # created here, not committed yet
                 entries[child.name] = child.local.stat
@@ -423,7 +426,7 @@ class Filesystem:
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         if writable or flags & os.O_TRUNC:
             self._writable()
-        s = await self.getattr(ino)
+        s = await self.getattr(ino, complete=bool(writable and flags & os.O_TRUNC))
         inode.open_handles += 1
         try:
             if flags & os.O_TRUNC and writable and s.size:
@@ -456,7 +459,8 @@ class Filesystem:
         if not h.writable:
             raise BadHandle("not open for writing")
         inode = h.inode
-        local = self._local(inode, inode.local.stat if inode.local else await self.getattr(inode.ino))
+        local = self._local(inode, inode.local.stat if inode.local
+                            else await self.getattr(inode.ino, complete=True))
         await self._load(inode)
         n = local.staged.write(offset, data)
         t = now_ns()
@@ -519,6 +523,8 @@ class Filesystem:
             if etag:
                 self._hidden[key] = etag
                 inode.frozen_key = key
+                if inode.local is None:  # keeps fstat() answering after the name is gone
+                    inode.local = LocalFile(stat=s, remote_size=s.size)
         elif remote:
             await self.store.delete(key)
         if local is not None:
