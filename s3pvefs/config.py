@@ -112,10 +112,11 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return value if isinstance(value, int) else parse_size(value)
-        if f.metadata.get("mode"):
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            return int(str(value), 8)
+        if f.metadata.get("mode"):  # "0644" or TOML's 0o644
+            mode = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value), 8)
+            if not 0 <= mode <= 0o7777:
+                raise ValueError
+            return mode
         if typ == "bool":
             if isinstance(value, bool):
                 return value

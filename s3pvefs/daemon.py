@@ -71,18 +71,6 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
-async def _commit_pending(fs: Filesystem) -> None:
-    """On the way out: commit files whose handles were never closed (SIGTERM with
-    writers still running), so what was written is not silently dropped."""
-    for inode in list(fs.table._by_ino.values()):
-        if inode.local is not None and inode.local.dirty and inode.attached:
-            try:
-                await fs._commit(inode)
-                log.warning("committed %s, which was still open at shutdown", fs.path(inode))
-            except Exception as e:  # keep going: report every file that could not be saved
-                log.error("could not commit %s at shutdown: %s", fs.path(inode), e)
-
-
 async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> None:
     check_mountpoint(mountpoint)
     async with S3Store.open(config.store) as store:
@@ -99,7 +87,7 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> Non
                 log.info("unmounted %s", mountpoint)
             finally:
                 with trio.CancelScope(shield=True):
-                    await _commit_pending(fs)
+                    await fs.commit_all()
                 pyfuse3.close(unmount=mounted)
             nursery.cancel_scope.cancel()
 

@@ -1,6 +1,7 @@
 """Domain exceptions. Each carries the errno the FUSE adapter returns for it;
 this module is the one place that decides which errno a failure becomes."""
 
+import contextlib
 import errno
 
 
@@ -67,6 +68,22 @@ class StoreError(FsError):
         super().__init__(message)
         self.code = code
         self.transient = transient
+
+
+@contextlib.contextmanager
+def single_error():
+    """Around a trio nursery: its tasks' FsErrors come out wrapped in an ExceptionGroup;
+    re-raise the first of them alone, so callers see one FsError with its errno. A group
+    holding anything else (Cancelled, a bug) passes through unchanged."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors, rest = group.split(FsError)
+        if errors is None or rest is not None:
+            raise
+        while isinstance(errors, BaseExceptionGroup):
+            errors = errors.exceptions[0]
+        raise errors from None
 
 
 class ConfigError(Exception):

@@ -25,7 +25,7 @@ import trio
 
 from s3pvefs.config import Config
 from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound,
-                            NotSupported, ReadOnly, StoreError)
+                            NotSupported, ReadOnly, StoreError, single_error)
 from s3pvefs.fs.handles import DirHandle, FileHandle, LocalFile
 from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, check_name, listable_name
@@ -118,10 +118,11 @@ class Filesystem:
         async def list_prefix():
             found["list"] = await self.store.list_page(prefix, "/", None, 2)
 
-        async with trio.open_nursery() as n:
-            n.start_soon(head_file)
-            n.start_soon(head_marker)
-            n.start_soon(list_prefix)
+        with single_error():
+            async with trio.open_nursery() as n:
+                n.start_soon(head_file)
+                n.start_soon(head_marker)
+                n.start_soon(list_prefix)
         page, marker, info = found["list"], found["marker"], found["file"]
         children = [o for o in page.objects if o.key != prefix and self._hidden.get(o.key) != o.etag]
         if marker is not None or children or page.prefixes:
@@ -180,7 +181,7 @@ class Filesystem:
         if inode.local is not None:
             return inode.local.stat
         if not inode.attached:
-            return await self._unlinked_stat(inode)
+            raise NotFound("unlinked")
         path = self.path(inode)
         s = self.cache.lookup(path)
         if not isinstance(s, Stat) or (not s.complete and (complete or s.kind != inode.kind)):
@@ -189,15 +190,6 @@ class Filesystem:
             self.table.detach(inode)
             raise NotFound(path)
         return s
-
-    async def _unlinked_stat(self, inode: Inode) -> Stat:
-        """An unlinked file still open (fstat, first read): its hidden object, as long
-        as the key still holds the object that was unlinked."""
-        key = inode.frozen_key
-        info = await self.store.head(key) if key is not None else None
-        if info is None or info.etag != self._hidden.get(key):
-            raise NotFound("unlinked")
-        return decode(info, FILE, self.defaults)
 
     async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None,
                       uid: int | None = None, gid: int | None = None,
@@ -448,6 +440,10 @@ class Filesystem:
         local = inode.local
         if local is not None and local.staged is not None:
             return local.staged.read(offset, min(size, max(0, local.stat.size - offset)))
+        if not inode.attached and (inode.frozen_key is None or inode.frozen_key not in self._hidden):
+            # Its name is gone (unlinked, replaced by a rename) and its key holds another
+            # file's object now, or nothing: an error, never another file's bytes.
+            raise FsError("file was replaced or removed while open", err=errno.ESTALE)
         if h.prefetcher is None:
             s = local.stat if local is not None else await self.getattr(inode.ino)
             h.prefetcher = Prefetcher(self.store, lambda: self.key(inode), s.size, self.cfg.read,
@@ -485,17 +481,30 @@ class Filesystem:
         if h.prefetcher is not None:
             h.prefetcher.close()
         inode = h.inode
-        if inode.open_handles == 1:
-            if inode.local is not None and inode.local.dirty and inode.attached:
-                try:  # close() already flushed; this catches writes through mmap and the like
+        try:
+            if inode.open_handles == 1:
+                if inode.local is not None and inode.local.dirty and inode.attached:
+                    try:  # close() already flushed; this catches writes through mmap and the like
+                        await self._commit(inode)
+                    except FsError as e:
+                        log.error("commit of %s at release failed, data dropped: %s", self.path(inode), e)
+                if inode.frozen_key is not None:
+                    await self._delete_hidden(inode.frozen_key)
+        finally:  # whatever failed above, the handle is gone
+            inode.open_handles -= 1
+            self._drop_local(inode)
+            self.table.drop_if_unused(inode)
+
+    async def commit_all(self) -> None:
+        """Commit every file with pending changes (shutdown with files still open), so
+        what was written is not dropped silently; each failure is logged by name."""
+        for inode in self.table.with_local():
+            if inode.local.dirty and inode.attached:
+                try:
                     await self._commit(inode)
-                except StoreError as e:
-                    log.error("commit of %s at release failed, data dropped: %s", self.path(inode), e)
-            if inode.frozen_key is not None:
-                await self._delete_hidden(inode.frozen_key)
-        inode.open_handles -= 1
-        self._drop_local(inode)
-        self.table.drop_if_unused(inode)
+                    log.warning("committed %s, which was still open at shutdown", self.path(inode))
+                except FsError as e:
+                    log.error("could not commit %s at shutdown: %s", self.path(inode), e)
 
     async def _delete_hidden(self, key: str) -> None:
         etag = self._hidden.pop(key, None)
@@ -625,16 +634,18 @@ class Filesystem:
             async with limiter:
                 await copy_object(self.store, o.key, dst_prefix + o.key[len(src_prefix):], o.size, None,
                                   self.cfg.write)
-        async with trio.open_nursery() as n:
-            for o in objects:
-                n.start_soon(move_one, o)
+        with single_error():
+            async with trio.open_nursery() as n:
+                for o in objects:
+                    n.start_soon(move_one, o)
 
         async def delete_one(o):
             async with limiter:
                 await self.store.delete(o.key)
-        async with trio.open_nursery() as n:
-            for o in objects:
-                n.start_soon(delete_one, o)
+        with single_error():
+            async with trio.open_nursery() as n:
+                for o in objects:
+                    n.start_soon(delete_one, o)
 
     # ------------------------------------------------------------------ misc
     def forget(self, inode_list) -> None:

@@ -45,9 +45,19 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self.cache_cfg = config.cache
+        self.listing_ttl = config.cache.listing_ttl
 
     def _attrs(self, ino, s):
         return entry_attributes(ino, s, self.cache_cfg)
+
+    def _listing_attrs(self, ino, s):
+        """Attributes sent with readdir. Those from a LIST (no headers) are kept by the
+        kernel as long as the listing is cached, so `ls -l` does not turn into one
+        GETATTR (a HEAD) per entry; a failed permission check still asks again."""
+        a = entry_attributes(ino, s, self.cache_cfg)
+        if not s.complete:
+            a.attr_timeout = a.entry_timeout = self.listing_ttl
+        return a
 
     @translate_errors
     async def lookup(self, parent_inode, name, ctx=None):
@@ -56,7 +66,9 @@ class Operations(pyfuse3.Operations):
 
     @translate_errors
     async def getattr(self, inode, ctx=None):
-        return self._attrs(inode, await self.fs.getattr(inode))
+        # The kernel asks once its copy expired, or when a permission check failed on
+        # it: answer with the real headers, not a listing's defaults.
+        return self._attrs(inode, await self.fs.getattr(inode, complete=True))
 
     @translate_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -133,7 +145,8 @@ class Operations(pyfuse3.Operations):
     @translate_errors
     async def readdir(self, fh, start_id, token):
         for next_id, name, inode, s in self.fs.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._attrs(inode.ino, s), next_id):
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._listing_attrs(inode.ino, s),
+                                         next_id):
                 self.fs.unused(inode)
                 return
             self.fs.remember(inode)

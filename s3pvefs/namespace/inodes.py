@@ -45,6 +45,9 @@ class InodeTable:
         ino = self._children.get(parent, {}).get(name)
         return None if ino is None else self._by_ino[ino]
 
+    def with_local(self) -> list[Inode]:
+        return [i for i in self._by_ino.values() if i.local is not None]
+
     def children(self, parent: int) -> list[Inode]:
         return [self._by_ino[i] for i in self._children.get(parent, {}).values()]
 

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 import trio
 
 from s3pvefs.config import WriteConfig
-from s3pvefs.errors import StoreError
+from s3pvefs.errors import StoreError, single_error
 from s3pvefs.store.base import ObjectStore, PartEtag
 from s3pvefs.write.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
 from s3pvefs.write.staging import StagedFile
@@ -46,10 +46,11 @@ async def _multipart(store: ObjectStore, key: str, metadata: dict[str, str], siz
             slots.release()
 
     try:
-        async with trio.open_nursery() as nursery:
-            for n, start, end in part_ranges(size, part):
-                await slots.acquire()
-                nursery.start_soon(one, n, start, end)
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                for n, start, end in part_ranges(size, part):
+                    await slots.acquire()
+                    nursery.start_soon(one, n, start, end)
         await store.complete_multipart(key, upload_id, etags)
     except BaseException:
         with trio.CancelScope(shield=True):

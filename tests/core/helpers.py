@@ -1,0 +1,37 @@
+"""Small drivers for the core tests."""
+
+from __future__ import annotations
+
+import os
+
+from s3pvefs.namespace.inodes import ROOT_INO
+
+ROOT = ROOT_INO
+KEY = "pve/"  # the prefix every test mount uses
+
+
+async def make_file(fs, parent: int, name: bytes, data: bytes, mode: int = 0o644, uid: int = 0,
+                    gid: int = 0) -> int:
+    """create + write + flush + release; returns the inode number."""
+    fh, inode, _ = await fs.create(parent, name, mode, os.O_WRONLY | os.O_CREAT, uid, gid)
+    if data:
+        assert await fs.write(fh, 0, data) == len(data)
+    await fs.flush(fh)
+    await fs.release(fh)
+    return inode.ino
+
+
+async def read_all(fs, ino: int, size: int = 1 << 30) -> bytes:
+    fh = await fs.open(ino, os.O_RDONLY)
+    try:
+        return await fs.read(fh, 0, size)
+    finally:
+        await fs.release(fh)
+
+
+async def names(fs, ino: int) -> dict[str, object]:
+    dh = await fs.opendir(ino)
+    try:
+        return {name: s for _, name, _, s in fs.readdir(dh, 0)}
+    finally:
+        fs.releasedir(dh)

@@ -1,0 +1,140 @@
+"""Large files: multipart uploads above multipart_threshold, and their failures."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+
+import pytest
+
+from s3pvefs.config import MiB, ReadConfig, WriteConfig
+from s3pvefs.errors import FsError, StoreError
+from tests.core.helpers import ROOT, read_all
+
+SMALL = WriteConfig(multipart_threshold=6 * MiB, min_part_size=5 * MiB, upload_concurrency=2)
+DATA = random.Random(7).randbytes(13 * MiB + 123)
+
+
+async def write_big(fs, name, data, step=1 * MiB):
+    fh, inode, _ = await fs.create(ROOT, name, 0o640, os.O_WRONLY | os.O_CREAT, 0, 0)
+    for off in range(0, len(data), step):
+        await fs.write(fh, off, data[off:off + step])
+    return fh, inode
+
+
+def test_multipart_upload(run):
+    async def body(fs, store):
+        fh, inode = await write_big(fs, b"big.vma", DATA)
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.calls["put"] == 0
+        assert store.calls["create_multipart"] == 1
+        assert store.calls["upload_part"] == 3  # 5 + 5 + 3 MiB
+        assert store.calls["complete_multipart"] == 1
+        assert store.calls["abort_multipart"] == 0
+        obj = store.objects["pve/big.vma"]
+        assert obj.data == DATA
+        assert obj.metadata["mode"] == str(0o100640)
+        assert store.uploads == {}
+        assert (await fs.getattr(inode.ino)).size == len(DATA)
+        assert await read_all(fs, inode.ino) == DATA
+
+    run(body, write=SMALL)
+
+
+def test_at_threshold_is_a_single_put(run):
+    async def body(fs, store):
+        data = DATA[:6 * MiB]
+        fh, _ = await write_big(fs, b"six", data)
+        await fs.release(fh)
+        assert store.calls["put"] == 1 and store.calls["create_multipart"] == 0
+        assert store.objects["pve/six"].data == data
+
+    run(body, write=SMALL)
+
+
+def test_failing_part_leaves_nothing(run):
+    async def body(fs, store):
+        fh, inode = await write_big(fs, b"big.vma", DATA)
+        store.fail["upload_part"] = StoreError("500 InternalError")
+        with pytest.raises(FsError) as e:
+            await fs.flush(fh)
+        assert e.value.errno == errno.EIO
+        assert "pve/big.vma" not in store.objects
+        assert store.uploads == {}
+        assert store.calls["abort_multipart"] == 1
+        assert inode.local.dirty
+        await fs.release(fh)  # commits again at release, fails again, logged
+        assert "pve/big.vma" not in store.objects
+        assert store.uploads == {}
+        assert fs.open_file_count() == 0 and inode.open_handles == 0 and inode.local is None
+
+    run(body, write=SMALL)
+
+
+def test_failing_part_then_retry_succeeds(run):
+    async def body(fs, store):
+        fh, _ = await write_big(fs, b"big.vma", DATA)
+        store.fail["upload_part"] = StoreError("timeout", transient=True)
+        with pytest.raises(FsError):
+            await fs.flush(fh)
+        del store.fail["upload_part"]
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.objects["pve/big.vma"].data == DATA
+        assert store.uploads == {}
+
+    run(body, write=SMALL)
+
+
+def test_failing_complete_aborts(run):
+    async def body(fs, store):
+        fh, _ = await write_big(fs, b"big.vma", DATA)
+        store.fail["complete_multipart"] = StoreError("500")
+        with pytest.raises(FsError) as e:
+            await fs.flush(fh)
+        assert e.value.errno == errno.EIO
+        assert store.uploads == {} and "pve/big.vma" not in store.objects
+        del store.fail["complete_multipart"]
+        await fs.release(fh)
+        assert store.objects["pve/big.vma"].data == DATA
+
+    run(body, write=SMALL)
+
+
+def test_sequential_read_with_readahead_and_random_read(run):
+    async def body(fs, store):
+        store.put_outside("pve/big", DATA)
+        inode, _ = await fs.lookup(ROOT, b"big")
+        store.reset_counts()
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        got = bytearray()
+        while True:
+            chunk = await fs.read(fh, len(got), 128 * 1024)
+            if not chunk:
+                break
+            got += chunk
+        assert bytes(got) == DATA
+        chunks = -(-len(DATA) // MiB)
+        assert store.calls["get"] == chunks  # every chunk fetched once
+        await fs.release(fh)
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        store.reset_counts()
+        assert await fs.read(fh, 7 * MiB + 5, 4096) == DATA[7 * MiB + 5:7 * MiB + 5 + 4096]
+        assert store.calls["get"] == 1
+        await fs.release(fh)
+
+    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4))
+
+
+def test_copy_in_place_of_big_file_attributes(run):
+    async def body(fs, store):
+        store.put_outside("pve/big", DATA)
+        inode, _ = await fs.lookup(ROOT, b"big")
+        store.reset_counts()
+        await fs.setattr(inode.ino, mode=0o600)
+        assert store.calls["get"] == 0 and store.calls["put"] == 0 and store.calls["copy"] == 1
+        assert store.objects["pve/big"].data == DATA
+
+    run(body, write=SMALL)

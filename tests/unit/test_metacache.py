@@ -1,0 +1,123 @@
+"""Metadata caches: TTLs with an injected clock, listings, invalidation."""
+
+from s3pvefs.config import CacheConfig
+from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
+from s3pvefs.namespace.stat import DIR, FILE, new_stat
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def make(**kw):
+    clock = Clock()
+    cfg = CacheConfig(**{"stat_ttl": 10.0, "negative_ttl": 5.0, "listing_ttl": 20.0, **kw})
+    return MetaCache(cfg, clock), clock
+
+
+F = new_stat(FILE, 0o644, 0, 0, 3)
+D = new_stat(DIR, 0o755, 0, 0)
+
+
+def test_parent_of():
+    assert parent_of("a/b/c") == "a/b" and parent_of("a") == "" and parent_of("") == ""
+
+
+def test_stat_ttl_expiry():
+    c, clock = make()
+    assert c.lookup("a") is None
+    c.put_stat("a", F)
+    clock.t += 9.9
+    assert c.lookup("a") == F
+    clock.t += 0.2
+    assert c.lookup("a") is None
+
+
+def test_negative_ttl_expiry():
+    c, clock = make()
+    c.put_negative("a")
+    assert c.lookup("a") is False
+    clock.t += 4.9
+    assert c.lookup("a") is False
+    clock.t += 0.2
+    assert c.lookup("a") is None
+
+
+def test_put_stat_clears_negative_and_vice_versa():
+    c, _ = make()
+    c.put_negative("a")
+    c.put_stat("a", F)
+    assert c.lookup("a") == F
+    c.put_negative("a")
+    assert c.lookup("a") is False and "a" not in c.stats
+
+
+def test_listing_answers_lookups_of_its_names():
+    c, clock = make()
+    c.put_listing("d", Listing({"f": F, "sub": D}))
+    assert c.lookup("d/f") == F
+    assert c.lookup("d/sub") == D
+    assert c.lookup("d/missing") is False  # a complete listing knows what is absent
+    assert c.lookup("other/f") is None
+    assert c.lookup("d/sub/x") is None  # the listing of d says nothing about d/sub's children
+    clock.t += 20.1
+    assert c.lookup("d/f") is None
+
+
+def test_root_listing():
+    c, _ = make()
+    c.put_listing("", Listing({"top": D}))
+    assert c.lookup("top") == D and c.lookup("nope") is False
+
+
+def test_stat_beats_listing():
+    c, _ = make()
+    c.put_listing("d", Listing({"f": F}))
+    newer = F.with_(size=99)
+    c.put_stat("d/f", newer)
+    assert c.lookup("d/f") == newer
+
+
+def test_invalidate_drops_parent_listing():
+    c, _ = make()
+    c.put_listing("d", Listing({"f": F}))
+    c.put_listing("d/f", Listing({}))
+    c.put_stat("d/f", F)
+    c.put_stat("d/g", F)
+    c.invalidate("d/f")
+    assert "d" not in c.listings and "d/f" not in c.listings
+    assert c.lookup("d/f") is None
+    assert c.lookup("d/g") == F  # siblings' own entries survive
+
+
+def test_invalidate_forgets_negative():
+    c, _ = make()
+    c.put_negative("d/new")
+    c.invalidate("d/new")
+    assert c.lookup("d/new") is None
+
+
+def test_invalidate_tree():
+    c, _ = make()
+    c.put_listing("", Listing({"d": D, "dx": D}))
+    c.put_stat("d", D)
+    c.put_stat("d/a", F)
+    c.put_negative("d/b")
+    c.put_listing("d/sub", Listing({"f": F}))
+    c.put_stat("dx", D)  # shares the prefix "d" but is not below d/
+    c.invalidate_tree("d")
+    assert "" not in c.listings
+    assert c.lookup("d") is None and c.lookup("d/a") is None and c.lookup("d/b") is None
+    assert c.lookup("d/sub/f") is None
+    assert c.lookup("dx") == D
+
+
+def test_size_bounds():
+    c, _ = make(stat_max_entries=3)
+    for i in range(10):
+        c.put_stat(f"f{i}", F)
+    assert len(c.stats) <= 3

@@ -1,0 +1,138 @@
+"""Attributes <-> s3fs-compatible x-amz-meta-* headers."""
+
+import stat as st
+
+import pytest
+
+from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, encode_metadata,
+                                    format_time, implicit_dir, kind_of_mode, new_stat, parse_time)
+from s3pvefs.store.base import ObjectInfo
+
+LM = 1_600_000_000.25  # LastModified of the test objects
+LM_NS = 1_600_000_000_250_000_000
+DEFAULTS = Defaults(uid=1000, gid=1001, file_mode=0o640, dir_mode=0o750)
+
+
+def info(meta, size=42, key="k"):
+    return ObjectInfo(key, size, "etag1", LM, meta)
+
+
+@pytest.mark.parametrize("s", [
+    Stat(FILE, st.S_IFREG | 0o640, 1000, 1001, 42, 1_700_000_000_123_456_789,
+         1_700_000_001_000_000_000, 1_700_000_002_000_000_001),
+    Stat(FILE, st.S_IFREG | 0o4755, 0, 0, 42, 0, 5, 1_000_000_000),
+    Stat(SYMLINK, st.S_IFLNK | 0o777, 33, 33, 42, 1, 2, 3),
+])
+def test_encode_decode_round_trip(s):
+    meta = encode_metadata(s)
+    assert set(meta) == {"mode", "uid", "gid", "mtime", "ctime", "atime"}
+    assert all(isinstance(v, str) for v in meta.values())
+    back = decode(info(meta), FILE, DEFAULTS)
+    assert back == s.with_(etag="etag1")
+
+
+def test_encode_is_s3fs_format():
+    s = Stat(FILE, st.S_IFREG | 0o644, 0, 0, 0, 1_700_000_000_000_000_000, 1_700_000_000_500_000_000, 0)
+    meta = encode_metadata(s)
+    assert meta["mode"] == str(0o100644)  # decimal st_mode with type bits, as s3fs writes it
+    assert meta["mtime"] == "1700000000"  # whole seconds without a fraction
+    assert meta["ctime"] == "1700000000.500000000"
+
+
+def test_round_trip_directory():
+    s = new_stat(DIR, 0o700, 5, 6, t_ns=1_700_000_000_000_000_007)
+    back = decode(info(encode_metadata(s), size=0, key="d/"), DIR, DEFAULTS)
+    assert back == s.with_(etag="etag1")
+    assert st.S_ISDIR(back.mode) and back.size == 0
+
+
+def test_decode_without_metadata_uses_defaults_and_last_modified():
+    s = decode(info({}), FILE, DEFAULTS)
+    assert s.kind == FILE
+    assert s.mode == st.S_IFREG | 0o640
+    assert (s.uid, s.gid) == (1000, 1001)
+    assert s.size == 42
+    assert s.mtime_ns == s.ctime_ns == s.atime_ns == LM_NS
+    assert s.complete  # a HEAD with no metadata is the whole truth
+
+    d = decode(info({}, size=0, key="d/"), DIR, DEFAULTS)
+    assert d.kind == DIR and d.mode == st.S_IFDIR | 0o750 and d.size == 0
+
+
+def test_decode_from_list_is_incomplete():
+    s = decode(info(None), FILE, DEFAULTS)
+    assert not s.complete
+    assert s.mode == st.S_IFREG | 0o640 and s.mtime_ns == LM_NS and s.size == 42
+
+
+def test_rclone_float_mtime():
+    s = decode(info({"mtime": "1700000000.5"}), FILE, DEFAULTS)
+    assert s.mtime_ns == 1_700_000_000_500_000_000
+    assert s.ctime_ns == s.atime_ns == s.mtime_ns  # missing ctime/atime follow mtime
+
+
+@pytest.mark.parametrize("text,ns", [
+    ("1700000000", 1_700_000_000_000_000_000),
+    ("1700000000.123456789", 1_700_000_000_123_456_789),
+    ("1700000000.1234567891", 1_700_000_000_123_456_789),  # sub-ns digits dropped
+    (" 17 ", 17_000_000_000),
+    ("0", 0),
+])
+def test_parse_time(text, ns):
+    assert parse_time(text) == ns
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "1e9", "1700000000.x", "--5", ".", "-", "\u00b2", "1.\u00b2"])
+def test_parse_time_rejects(text):
+    assert parse_time(text) is None
+
+
+@pytest.mark.parametrize("ns", [0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_000_000_001,
+                                -1_500_000_000])
+def test_format_parse_round_trip(ns):
+    assert parse_time(format_time(ns)) == ns
+
+
+def test_malformed_headers_fall_back():
+    meta = {"mode": "rw-r--r--", "uid": "root", "gid": "", "mtime": "yesterday",
+            "ctime": "x", "atime": "1.2.3"}
+    s = decode(info(meta), FILE, DEFAULTS)
+    assert s.mode == st.S_IFREG | 0o640
+    assert (s.uid, s.gid) == (1000, 1001)
+    assert s.mtime_ns == s.ctime_ns == s.atime_ns == LM_NS
+
+
+def test_bare_permission_bits_get_the_keys_type():
+    assert decode(info({"mode": str(0o600)}), FILE, DEFAULTS).mode == st.S_IFREG | 0o600
+    # a directory key is a directory whatever its mode header says
+    d = decode(info({"mode": str(st.S_IFREG | 0o711)}, key="d/"), DIR, DEFAULTS)
+    assert d.kind == DIR and d.mode == st.S_IFDIR | 0o711
+
+
+def test_symlink_mode_makes_a_symlink():
+    s = decode(info({"mode": str(st.S_IFLNK | 0o777)}, size=7), FILE, DEFAULTS)
+    assert s.kind == SYMLINK and s.size == 7
+
+
+def test_kind_of_mode_and_helpers():
+    assert kind_of_mode(st.S_IFDIR | 0o755) == DIR
+    assert kind_of_mode(st.S_IFLNK | 0o777) == SYMLINK
+    assert kind_of_mode(st.S_IFREG | 0o644) == FILE
+    s = new_stat(FILE, 0o100644 | 0o7000, 1, 2, 9, t_ns=5)
+    assert s.mode == st.S_IFREG | 0o7644 and s.size == 9 and s.mtime_ns == s.ctime_ns == s.atime_ns == 5
+    d = implicit_dir(DEFAULTS, 7)
+    assert d.kind == DIR and d.mode == st.S_IFDIR | 0o750 and (d.uid, d.gid) == (1000, 1001)
+
+
+def test_headers_that_look_numeric_but_are_not_fall_back():
+    # str.isdigit() accepts these; decoding must not raise for them
+    s = decode(info({"mtime": "--5", "ctime": "\u00b2", "atime": "1.\u00b2"}), FILE, DEFAULTS)
+    assert s.mtime_ns == s.ctime_ns == s.atime_ns == LM_NS
+
+
+@pytest.mark.parametrize("mode", [str(st.S_IFIFO | 0o644), str(st.S_IFSOCK | 0o600),
+                                  str(st.S_IFCHR | 0o600), "-1", str(1 << 40)])
+def test_modes_this_filesystem_cannot_serve_become_regular_files(mode):
+    s = decode(info({"mode": mode}), FILE, DEFAULTS)
+    assert s.kind == FILE and st.S_ISREG(s.mode)
+    assert 0 <= s.mode <= 0o177777
