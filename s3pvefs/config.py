@@ -45,6 +45,11 @@ class CacheConfig:
     listing_ttl: float = 10.0  # a directory's listing, reused by lookups of its names
     stat_max_entries: int = 200_000
     listing_max_entries: int = 2_000
+    # A LIST carries no x-amz-meta-* headers, so listed entries show default modes and
+    # LastModified as mtime until read by HEAD. True: HEAD each such entry when a
+    # directory is opened (one request per entry, 32 in parallel), for tools like
+    # `rsync --delete` that compare the mtimes of a whole listing.
+    listing_heads: bool = False
     kernel_entry_timeout: float = 1.0  # how long the kernel trusts a name / attributes
     kernel_attr_timeout: float = 1.0
     # Local staging files for data written but not yet committed.

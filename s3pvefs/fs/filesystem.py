@@ -125,7 +125,10 @@ class Filesystem:
                 n.start_soon(list_prefix)
         page, marker, info = found["list"], found["marker"], found["file"]
         children = [o for o in page.objects if o.key != prefix and self._hidden.get(o.key) != o.etag]
-        if marker is not None or children or page.prefixes:
+        busy = bool(children or page.prefixes)
+        if marker is None and self._hidden_under(prefix):  # maybe only unlinked files still open
+            busy = await self._has_visible(prefix, marker=False)
+        if marker is not None or busy:
             s = decode(marker, DIR, self.defaults) if marker else implicit_dir(self.defaults, now_ns())
         elif info is not None and self._hidden.get(key) != info.etag:
             s = decode(info, FILE, self.defaults)
@@ -181,6 +184,8 @@ class Filesystem:
         if inode.local is not None:
             return inode.local.stat
         if not inode.attached:
+            if inode.open_handles:  # replaced by a rename while open: as read() says
+                raise FsError("file was replaced or removed while open", err=errno.ESTALE)
             raise NotFound("unlinked")
         path = self.path(inode)
         s = self.cache.lookup(path)
@@ -247,6 +252,8 @@ class Filesystem:
             page = await self.store.list_page(prefix, "/", token)
             for p in page.prefixes:
                 name = p[len(prefix):-1]
+                if self._hidden_under(p) and not await self._has_visible(p, marker=True):
+                    continue  # only unlinked files still open are left there
                 if listable_name(name):
                     dirs.setdefault(name, implicit_dir(self.defaults, t).with_(complete=False))
             for o in page.objects:
@@ -274,10 +281,30 @@ class Filesystem:
             known = self.cache.stats.get(_join(path, name))  # a HEAD knows more than a LIST
             if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
                 entries[name] = known  # a LIST cannot tell a symlink from a file
+        if self.cfg.cache.listing_heads:
+            await self._complete_entries(path, entries)
         for child in self.table.children(ino):
             if child.local is not None:  # created here, not committed yet
                 entries[child.name] = child.local.stat
         return self._new_handle(DirHandle(inode, sorted(entries.items())))
+
+    async def _complete_entries(self, path: str, entries: dict[str, Stat]) -> None:
+        """Read the headers of every listed file that has only LIST attributes."""
+        limiter = trio.CapacityLimiter(32)
+
+        async def complete(name: str) -> None:
+            async with limiter:
+                info = await self.store.head(self.keys.key(_join(path, name)))
+            if info is not None:
+                s = decode(info, FILE, self.defaults)
+                entries[name] = s
+                self.cache.put_stat(_join(path, name), s)
+
+        with single_error():
+            async with trio.open_nursery() as n:
+                for name, s in entries.items():
+                    if not s.complete and s.kind == FILE:
+                        n.start_soon(complete, name)
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Inode, Stat]]:
         """(next offset, name, inode, attributes) from offset start. The caller counts
@@ -313,10 +340,30 @@ class Filesystem:
         if any(c.local is not None and c.attached for c in self.table.children(inode.ino)):
             return False
         prefix = self.keys.dir_prefix(path)
+        if self._hidden_under(prefix):
+            return not await self._has_visible(prefix, marker=False)
         page = await self.store.list_page(prefix, "/", None, 3)
         others = [o for o in page.objects
                   if o.key != prefix and self._hidden.get(o.key) != o.etag]
         return not others and not page.prefixes
+
+    def _hidden_under(self, prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in self._hidden)
+
+    async def _has_visible(self, prefix: str, *, marker: bool) -> bool:
+        """Whether any object under prefix is not a hidden one (an unlinked file still
+        open); the prefix's own marker counts if ``marker``. A full LIST, so only
+        for prefixes that hold hidden keys: a delimited LIST shows such a prefix
+        even when nothing else is left in it."""
+        token = None
+        while True:
+            page = await self.store.list_page(prefix, None, token)
+            if any((marker or o.key != prefix) and self._hidden.get(o.key) != o.etag
+                   for o in page.objects):
+                return True
+            token = page.next_token
+            if not token:
+                return False
 
     async def rmdir(self, parent_ino: int, raw: bytes) -> None:
         self._writable()

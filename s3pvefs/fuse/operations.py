@@ -53,10 +53,14 @@ class Operations(pyfuse3.Operations):
     def _listing_attrs(self, ino, s):
         """Attributes sent with readdir. Those from a LIST (no headers) are kept by the
         kernel as long as the listing is cached, so `ls -l` does not turn into one
-        GETATTR (a HEAD) per entry; a failed permission check still asks again."""
+        GETATTR (a HEAD) per entry; a failed permission check still asks again.
+        The name itself keeps the kernel's entry timeout: a readdir repeated while the
+        listing is cached would otherwise renew a name deleted by another client for
+        another listing_ttl (stat finding it up to twice the TTL); its re-LOOKUP is
+        answered from the cached listing, without a request."""
         a = entry_attributes(ino, s, self.cache_cfg)
         if not s.complete:
-            a.attr_timeout = a.entry_timeout = self.listing_ttl
+            a.attr_timeout = self.listing_ttl
         return a
 
     @translate_errors

@@ -1,0 +1,236 @@
+"""Mount tier: real FUSE mounts of s3pvefs against a local moto S3 server.
+
+Fixtures:
+- ``s3_server`` (session): a ``moto_server`` subprocess on a free local port; its URL.
+- ``s3`` (session): a boto3 S3 client for that server, used to check the bucket from outside.
+- ``mount`` (function): a factory. ``mount()`` creates a fresh bucket and mountpoint and
+  mounts ``BUCKET/pve`` there; it returns a ``Mount`` (``.mp``, ``.bucket``, ``.prefix``,
+  ``.log``, ``.remount()``, ``.umount()``, ``.keys()``, ``.get()``, ``.head()``).
+  Every mount is unmounted at teardown; the daemon log is printed if the test failed.
+
+Needs root (or fuse permissions) and /dev/fuse; the tests are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+
+ACCESS_KEY = "testing"
+SECRET_KEY = "s3pvefs-test-secret-8f3a1c"  # distinctive, so a leak into a log is findable
+PREFIX = "pve"
+
+
+def _bin(name: str) -> str | None:
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.path.exists(path) else None
+
+
+def s3pvefs_cmd() -> list[str]:
+    exe = _bin("s3pvefs")
+    return [exe] if exe else [sys.executable, "-m", "s3pvefs"]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        e.pop(k, None)
+    return e
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(s3pvefs_cmd() + list(args), env=env(), capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256_file(path, bufsize: int = 4 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None and os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs /dev/fuse and root or fusermount3")
+        for item in items:
+            if item.get_closest_marker("mount") is not None:
+                item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    port = free_port()
+    exe = _bin("moto_server")
+    cmd = [exe] if exe else [sys.executable, "-m", "moto.server"]
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], stdout=logf, stderr=logf,
+                                env=env(), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"moto_server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"moto_server did not answer on {url}")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server):
+    from botocore.config import Config as BotoConfig
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                        config=BotoConfig(max_pool_connections=32, retries={"max_attempts": 3}))
+
+
+def _unmount(mp: str) -> None:
+    if not os.path.ismount(mp):
+        return
+    r = run_cli("umount", mp, "--timeout", "120", timeout=180)
+    if r.returncode != 0 and os.path.ismount(mp):
+        subprocess.run(["fusermount3", "-uz", mp], capture_output=True)
+
+
+@dataclass
+class Mount:
+    s3: object
+    endpoint: str
+    bucket: str
+    mp: str
+    log: str
+    cache_dir: str
+    options: list[str] = field(default_factory=list)
+    prefix: str = PREFIX
+
+    # ---- mount control
+    def mount_args(self) -> list[str]:
+        opts = ",".join([f"cache_dir={self.cache_dir}"] + self.options)
+        return ["mount", f"{self.bucket}/{self.prefix}", self.mp, "--endpoint-url", self.endpoint,
+                "--log-file", self.log, "-o", opts]
+
+    def do_mount(self) -> None:
+        r = run_cli(*self.mount_args())
+        assert r.returncode == 0, f"mount failed ({r.returncode}): {r.stderr}\n{self.log_text()}"
+        assert os.path.ismount(self.mp)
+
+    def umount(self) -> None:
+        r = run_cli("umount", self.mp, "--timeout", "120", timeout=180)
+        assert r.returncode == 0, f"umount failed ({r.returncode}): {r.stderr}\n{self.log_text()}"
+        assert not os.path.ismount(self.mp)
+
+    def remount(self) -> None:
+        self.umount()
+        self.do_mount()
+
+    def log_text(self) -> str:
+        try:
+            return Path(self.log).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # ---- paths and the bucket seen from outside
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.mp, *parts)
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def keys(self) -> set[str]:
+        """Every key in the bucket (whole bucket, not just the prefix)."""
+        keys, kwargs = set(), {"Bucket": self.bucket}
+        while True:
+            resp = self.s3.list_objects_v2(**kwargs)
+            keys |= {o["Key"] for o in resp.get("Contents", [])}
+            if not resp.get("IsTruncated"):
+                return keys
+            kwargs["ContinuationToken"] = resp["NextContinuationToken"]
+
+    def head(self, rel: str) -> dict:
+        return self.s3.head_object(Bucket=self.bucket, Key=self.key(rel))
+
+    def get(self, rel: str) -> bytes:
+        return self.s3.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
+
+    def sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        body = self.s3.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
+        for chunk in body.iter_chunks(8 << 20):
+            h.update(chunk)
+        return h.hexdigest()
+
+    def put(self, rel: str, data: bytes = b"", **kwargs) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data, **kwargs)
+
+    def meta(self, rel: str) -> dict[str, str]:
+        return self.head(rel)["Metadata"]
+
+
+@pytest.fixture
+def mount(request, s3, s3_server, tmp_path):
+    """Factory: mount(options=[...], create_bucket=True) -> Mount (already mounted)."""
+    mounts: list[Mount] = []
+
+    def factory(options: list[str] | tuple[str, ...] = (), *, bucket: str | None = None) -> Mount:
+        n = len(mounts)
+        name = bucket or f"t-{uuid.uuid4().hex[:16]}"
+        if bucket is None:
+            s3.create_bucket(Bucket=name)
+        mp = tmp_path / f"mnt{n}"
+        mp.mkdir()
+        cache = tmp_path / f"cache{n}"
+        cache.mkdir()
+        m = Mount(s3=s3, endpoint=s3_server, bucket=name, mp=str(mp), log=str(tmp_path / f"s3pvefs{n}.log"),
+                  cache_dir=str(cache), options=list(options))
+        mounts.append(m)
+        m.do_mount()
+        return m
+
+    yield factory
+
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for m in mounts:
+        _unmount(m.mp)
+        if failed:
+            text = m.log_text()
+            print(f"\n----- s3pvefs log {m.log} (last 20000 chars) -----\n{text[-20000:]}")
