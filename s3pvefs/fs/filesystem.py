@@ -395,6 +395,9 @@ class Filesystem:
         async with local.lock:
             if local.staged is not None:
                 return local
+            if local.remote_size and not inode.attached and inode.frozen_key not in self._hidden:
+                # As in read(): its key holds another file's object now, or nothing.
+                raise FsError("file was replaced or removed while open", err=errno.ESTALE)
             staged = StagedFile(self._staging_dir)
             try:
                 size, chunk, key = local.remote_size or 0, self.cfg.read.chunk_size, self.key(inode)
@@ -583,7 +586,7 @@ class Filesystem:
                     inode.local = LocalFile(stat=s, remote_size=s.size)
         elif remote:
             await self.store.delete(key)
-        if local is not None:
+        if local is not None and inode.frozen_key is None:  # a hidden object is still there
             local.remote_size = None
         self.cache.invalidate(path)
         self.cache.put_negative(path)
@@ -648,6 +651,7 @@ class Filesystem:
             if remote_size is not None:
                 meta = encode_metadata(local.stat) if local is not None and local.staged is None else None
                 await copy_object(self.store, src_key, dst_key, remote_size, meta, self.cfg.write)
+                self._hidden.pop(dst_key, None)  # an unlinked open file's object was overwritten
                 await self.store.delete(src_key)
                 if local is not None and meta is not None:
                     local.dirty = False  # the copy carried the pending attributes
@@ -681,6 +685,7 @@ class Filesystem:
             async with limiter:
                 await copy_object(self.store, o.key, dst_prefix + o.key[len(src_prefix):], o.size, None,
                                   self.cfg.write)
+                self._hidden.pop(dst_prefix + o.key[len(src_prefix):], None)
         with single_error():
             async with trio.open_nursery() as n:
                 for o in objects:
