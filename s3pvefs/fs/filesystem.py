@@ -71,6 +71,7 @@ class Filesystem:
         self._handles: dict[int, FileHandle | DirHandle] = {}
         self._next_fh = 1
         self._hidden: dict[str, str] = {}  # key -> etag of unlinked objects still open
+        self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
         self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
 
     # ------------------------------------------------------------------ helpers
@@ -435,7 +436,7 @@ class Filesystem:
                 await copy_object(self.store, key, key, local.remote_size, meta, self.cfg.write)
             else:
                 await self.store.put(key, b"", meta)
-            self._hidden.pop(key, None)
+            self._unhide(key)
             local.remote_size = local.stat.size
             if local.generation == generation:
                 local.dirty = False
@@ -556,7 +557,16 @@ class Filesystem:
                 except FsError as e:
                     log.error("could not commit %s at shutdown: %s", self.path(inode), e)
 
+    def _unhide(self, key: str) -> None:
+        """Another object was written at key: the unlinked open file hidden there lost
+        its data (its handles get ESTALE) and its last close deletes nothing."""
+        self._hidden.pop(key, None)
+        inode = self._hidden_inodes.pop(key, None)
+        if inode is not None:
+            inode.frozen_key = None
+
     async def _delete_hidden(self, key: str) -> None:
+        self._hidden_inodes.pop(key, None)
         etag = self._hidden.pop(key, None)
         if etag is None:
             return
@@ -581,6 +591,7 @@ class Filesystem:
             etag = s.etag or getattr(await self.store.head(key), "etag", None)
             if etag:
                 self._hidden[key] = etag
+                self._hidden_inodes[key] = inode
                 inode.frozen_key = key
                 if inode.local is None:  # keeps fstat() answering after the name is gone
                     inode.local = LocalFile(stat=s, remote_size=s.size)
@@ -651,7 +662,7 @@ class Filesystem:
             if remote_size is not None:
                 meta = encode_metadata(local.stat) if local is not None and local.staged is None else None
                 await copy_object(self.store, src_key, dst_key, remote_size, meta, self.cfg.write)
-                self._hidden.pop(dst_key, None)  # an unlinked open file's object was overwritten
+                self._unhide(dst_key)
                 await self.store.delete(src_key)
                 if local is not None and meta is not None:
                     local.dirty = False  # the copy carried the pending attributes
@@ -685,7 +696,7 @@ class Filesystem:
             async with limiter:
                 await copy_object(self.store, o.key, dst_prefix + o.key[len(src_prefix):], o.size, None,
                                   self.cfg.write)
-                self._hidden.pop(dst_prefix + o.key[len(src_prefix):], None)
+                self._unhide(dst_prefix + o.key[len(src_prefix):])
         with single_error():
             async with trio.open_nursery() as n:
                 for o in objects:
