@@ -154,9 +154,9 @@ class Model:
         # (hidden from listings) until their last handle closes: path -> fids.
         self.orphan_keys: dict[str, set[int]] = {}
         # Open files whose object key now holds another file's object (replaced by
-        # a rename, or their name reused after unlink). The core's documented
-        # limit: their handles may fail with ESTALE instead of reading on, never
-        # return the other file's bytes.
+        # a rename, or their name reused after unlink). The core's rule (see
+        # Filesystem.read): their handles may fail with ESTALE, but never return
+        # the other file's bytes.
         self.stale: set[int] = set()
         self._fids = iter(range(1, 1 << 30))
 
