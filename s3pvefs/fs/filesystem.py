@@ -612,6 +612,7 @@ class Filesystem:
         path = _join(self.path(parent), name)
         s = new_stat(SYMLINK, 0o777, uid, gid, size=len(target))
         await self.store.put(self.keys.key(path), target, encode_metadata(s))
+        self._unhide(self.keys.key(path))
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
         return self._remember(parent, name, s), s

@@ -989,3 +989,17 @@ def test_close_of_a_stale_unlinked_file_spares_a_newer_one_hidden_at_its_key(run
         assert store.objects == {}
 
     run(body)
+
+
+def test_symlink_of_equal_bytes_onto_an_unlinked_open_file(run):
+    async def body(fs, store):
+        await _put_file(fs, ROOT, b"a", b"target")
+        a, _ = await fs.lookup(ROOT, b"a")
+        fh = await fs.open(a.ino, os.O_RDONLY)
+        await fs.unlink(ROOT, b"a")
+        await fs.symlink(ROOT, b"a", b"target", 0, 0)  # same bytes, same ETag
+        assert await _names(fs) == ["a"]
+        await fs.release(fh)  # must not delete the symlink's object
+        assert sorted(store.objects) == ["pve/a"]
+
+    run(body)
