@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 from s3pvefs import __version__
 from s3pvefs.config import Config, apply_options, load_file, split_bucket, validate
@@ -58,12 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 def build_config(args) -> Config:
     config = load_file(args.config) if args.config else Config()
     bucket, prefix = split_bucket(args.bucket)
-    store = config.store.__class__(**{**config.store.__dict__, "bucket": bucket,
-                                      "prefix": prefix or config.store.prefix})
     overrides = {k: v for k, v in (("endpoint_url", args.endpoint_url), ("region", args.region),
                                    ("profile", args.profile)) if v}
-    store = store.__class__(**{**store.__dict__, **overrides})
-    config = Config(store=store, cache=config.cache, write=config.write, read=config.read, mount=config.mount)
+    store = replace(config.store, bucket=bucket, prefix=prefix or config.store.prefix, **overrides)
+    config = replace(config, store=store)
     words = [w for opt in args.options for w in opt.split(",")]
     return validate(apply_options(config, words))
 
