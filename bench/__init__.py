@@ -1,0 +1,1 @@
+"""The s3pvefs benchmark (bench/run); see docs/PERFORMANCE.md."""

@@ -1,0 +1,188 @@
+"""The printed table: figures, ratios and targets from a results dict."""
+
+from __future__ import annotations
+
+MiB = 1 << 20
+SYSTEMS = ("raw", "s3pvefs", "s3fs", "rclone")
+
+
+def _get(results: dict, system: str, what: str, key: str = "seconds"):
+    rec = results.get("runs", {}).get(system, {}).get(what, {})
+    return None if "error" in rec else rec.get(key)
+
+
+def _fmt(v, digits=1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _faster(r) -> str:
+    """r = other's time / s3pvefs's time."""
+    if not r:
+        return "-"
+    return f"{r:.1f}x faster" if r >= 1 else f"{1 / r:.1f}x slower"
+
+
+def _requests(rec: dict | None, key: str = "requests") -> str:
+    r = (rec or {}).get(key)
+    if not r:
+        return "-" if rec is None or "error" in (rec or {}) or key not in (rec or {}) else "n/a"
+    ops = ", ".join(f"{op} {n}" for op, n in r["by_op"].items())
+    return f"{r['total']} ({ops})" if ops else "0"
+
+
+def render(results: dict) -> tuple[str, dict]:
+    meta = results.get("meta", {})
+    size = meta.get("size_bytes", 0)
+    gib = size / (1 << 30)
+    size_txt = f"{gib:g} GiB" if gib >= 1 else f"{size / MiB:g} MiB"
+    runs = results.get("runs", {})
+    derived: dict = {}
+    rows: list[list[str]] = []
+    verdicts: list[tuple[str, bool]] = []
+
+    def verdict(name: str, ok: bool | None) -> str:
+        if ok is None:
+            return ""
+        verdicts.append((name, ok))
+        return "yes" if ok else "NO"
+
+    # Throughput rows: higher is better.
+    for what, label in (("write", "seq write"), ("read", "seq read")):
+        rate = {s: _get(results, s, what, "mib_s") for s in SYSTEMS}
+        if not any(rate.values()):
+            continue
+        of_raw = _ratio(rate["s3pvefs"], rate["raw"])
+        vs_s3fs = _ratio(rate["s3pvefs"], rate["s3fs"])
+        vs_rclone = _ratio(rate["s3pvefs"], rate["rclone"])
+        derived[f"{what}_fraction_of_ceiling"] = of_raw
+        derived[f"{what}_vs_s3fs"] = vs_s3fs
+        derived[f"{what}_vs_rclone"] = vs_rclone
+        ok = None
+        if of_raw is not None or vs_s3fs is not None:
+            ok = (of_raw is None or of_raw >= 0.8) and (vs_s3fs is None or vs_s3fs >= 2)
+        rows.append([f"{label} {size_txt} (MiB/s)", _fmt(rate["raw"]), _fmt(rate["s3pvefs"]),
+                     _fmt(rate["s3fs"]), _fmt(rate["rclone"]),
+                     f"{of_raw:.0%} of raw" if of_raw else "-",
+                     f"{vs_s3fs:.2f}x" if vs_s3fs else "-", f"{vs_rclone:.2f}x" if vs_rclone else "-",
+                     ">=80% of raw, >=2x s3fs", verdict(what, ok)])
+
+    w = runs.get("s3pvefs", {}).get("write", {})
+    if "vm_hwm_bytes" in w:
+        rss = w["vm_hwm_bytes"] / MiB
+        disk = w["peak_disk_bytes"] / MiB
+        peer = {s: runs.get(s, {}).get("write", {}) for s in ("s3fs", "rclone")}
+        rows.append([f"write: daemon peak RSS (MiB)", "", f"{rss:.0f}",
+                     *(f"{p['vm_hwm_bytes'] / MiB:.0f}" if "vm_hwm_bytes" in p else "-" for p in peer.values()),
+                     "", "", "", "<=300 MiB (at 10 GiB)", verdict("write RSS", rss <= 300)])
+        rows.append([f"write: peak local disk (MiB)", "", f"{disk:.0f}",
+                     *(f"{p['peak_disk_bytes'] / MiB:.0f}" if "peak_disk_bytes" in p else "-" for p in peer.values()),
+                     "", "", "", "0 bytes", verdict("write local disk", w["peak_disk_bytes"] == 0)])
+    r = runs.get("s3pvefs", {}).get("read", {})
+    if "vm_hwm_bytes" in r:
+        peer = {s: runs.get(s, {}).get("read", {}) for s in ("s3fs", "rclone")}
+        rows.append([f"read: daemon peak RSS (MiB)", "", f"{r['vm_hwm_bytes'] / MiB:.0f}",
+                     *(f"{p['vm_hwm_bytes'] / MiB:.0f}" if "vm_hwm_bytes" in p else "-" for p in peer.values()),
+                     "", "", "", "", ""])
+
+    # Time rows: lower is better.
+    mv, copy = _get(results, "s3pvefs", "rename"), _get(results, "raw", "rename")
+    if mv is not None or copy is not None:
+        x = _ratio(mv, copy)
+        derived["rename_vs_raw_copy"] = x
+        rows.append([f"rename {size_txt} (s)", _fmt(copy, 2), _fmt(mv, 2), "", "",
+                     f"{x:.2f}x raw time" if x else "-", "", "", "< 2x raw copy",
+                     verdict("rename", None if x is None else x < 2)])
+    ls = {s: _get(results, s, "ls") for s in SYSTEMS}
+    if any(v is not None for v in ls.values()):
+        x = _ratio(ls["s3pvefs"], ls["raw"])
+        derived["ls_vs_raw"] = x
+        fs = _ratio(ls["s3fs"], ls["s3pvefs"])
+        fr = _ratio(ls["rclone"], ls["s3pvefs"])
+        n = meta.get("ls_entries", 10000)
+        rows.append([f"ls -l {n:,} entries, cold (s)", _fmt(ls["raw"], 2), _fmt(ls["s3pvefs"], 2),
+                     _fmt(ls["s3fs"], 2), _fmt(ls["rclone"], 2),
+                     f"{x:.2f}x raw time" if x else "-", _faster(fs), _faster(fr), "<= 1.5x raw LIST",
+                     verdict("ls", None if x is None else x <= 1.5)])
+    cp = {s: _get(results, s, "cpr") for s in SYSTEMS}
+    if any(v is not None for v in cp.values()):
+        fs = _ratio(cp["s3fs"], cp["s3pvefs"])
+        fr = _ratio(cp["rclone"], cp["s3pvefs"])
+        derived["cpr_vs_s3fs"] = fs
+        derived["cpr_vs_rclone"] = fr
+        n = meta.get("cpr_files", 2000)
+        rows.append([f"cp -r {n:,} small files (s)", "", _fmt(cp["s3pvefs"]), _fmt(cp["s3fs"]), _fmt(cp["rclone"]),
+                     "", _faster(fs), _faster(fr), ">= 5x s3fs", verdict("cp -r", None if fs is None else fs >= 5)])
+
+    head = ["", "raw S3", "s3pvefs", "s3fs", "rclone", "s3pvefs vs raw", "vs s3fs", "vs rclone", "target", "met"]
+    lines = _table([head] + rows, left=(0, 8))
+
+    # Where the time and requests went.
+    detail = [["phase", "system", "seconds", "peak RSS MiB", "peak disk MiB", "CPU s", "S3 requests"]]
+    for what in ("write", "read", "rename", "ls", "cpr"):
+        for s in ("s3pvefs", "s3fs", "rclone"):
+            rec = runs.get(s, {}).get(what)
+            if not rec:
+                continue
+            if "error" in rec:
+                detail.append([what, s, "error", "", "", "", rec["error"][:80]])
+                continue
+            if what == "ls":
+                detail.append([what + " cold", s, _fmt(rec.get("cold_seconds"), 2), "", "", "",
+                               _requests(rec, "cold_requests")])
+                detail.append([what + " warm", s, _fmt(rec.get("warm_seconds"), 2), "", "", "",
+                               _requests(rec, "warm_requests")])
+                continue
+            secs = _fmt(rec.get("seconds"), 2)
+            if rec.get("cp_seconds") is not None and not rec.get("in_bucket_when_cp_returned", True):
+                secs += f" (cp {rec['cp_seconds']:.1f})"
+            detail.append([what, s, secs,
+                           _fmt(rec["vm_hwm_bytes"] / MiB, 0) if "vm_hwm_bytes" in rec else "",
+                           _fmt(rec["peak_disk_bytes"] / MiB, 0) if "peak_disk_bytes" in rec else "",
+                           _fmt(rec.get("cpu_seconds"), 1) if "cpu_seconds" in rec else "",
+                           _requests(rec)])
+    raw_ren = runs.get("raw", {}).get("rename", {})
+    notes = []
+    if raw_ren and "error" not in raw_ren:
+        parts = [f"CopyObject {raw_ren['copy_object_seconds']:.2f} s"] if "copy_object_seconds" in raw_ren else []
+        parts.append(f"parallel UploadPartCopy {raw_ren.get('upload_part_copy_seconds', 0):.2f} s")
+        notes.append("raw rename reference = the faster of " + ", ".join(parts))
+    if any(runs.get(s, {}).get(w, {}).get("in_bucket_when_cp_returned") is False
+           for s in ("s3pvefs", "s3fs", "rclone") for w in ("write", "cpr")):
+        notes.append("(cp N): cp returned after N s but the data reached the bucket later; "
+                     "figures use the time until it was all in the bucket")
+    notes.append("S3 requests: counted in radosgw's log; CopyObject shows as PutObject, UploadPartCopy as UploadPart")
+
+    rev = meta.get("s3pvefs", {})
+    title = (f"s3pvefs {rev.get('commit', '?')}{' + uncommitted changes ' + rev['diff_sha1'] if 'diff_sha1' in rev else ''}"
+             f" | {meta.get('endpoint')} bucket {meta.get('bucket')} | {meta.get('host', {}).get('cpus')} CPUs"
+             f" | {meta.get('started', '')}")
+    out = [title, "", lines, "", _table(detail, left=(0, 1)), ""] + notes
+    if results.get("errors"):
+        out += ["", "errors:"] + [f"  {e}" for e in results["errors"]]
+    met = [n for n, ok in verdicts if ok]
+    missed = [n for n, ok in verdicts if not ok]
+    out += ["", f"targets met: {', '.join(met) or 'none'}; missed: {', '.join(missed) or 'none'}"]
+    derived["targets_met"] = met
+    derived["targets_missed"] = missed
+    return "\n".join(out), derived
+
+
+def _table(rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+    """Columns in `left` (and the last) are left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    last = len(widths) - 1
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [c.ljust(w) if i in left or i == last else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
