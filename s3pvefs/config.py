@@ -58,9 +58,24 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class WriteConfig:
+    # Files written sequentially stream to S3 from memory; other files are staged on
+    # local disk and sent at close: one PUT up to multipart_threshold, else multipart.
     multipart_threshold: int = field(default=64 * MiB, metadata=_SIZE)
+    # Part sizes of streamed files start at min_part_size and double every 1,000
+    # parts up to max_part_size (parts.stream_part_size); staged files use one size.
     min_part_size: int = field(default=8 * MiB, metadata=_SIZE)
+    max_part_size: int = field(default=64 * MiB, metadata=_SIZE)
+    parts_per_step: int = 1000  # streamed parts of one size before the size doubles
+    # Every part min_part_size (providers such as Cloudflare R2 require equal parts);
+    # a streamed file then ends at 10,000 parts (78 GiB with 8M: raise min_part_size).
+    uniform_parts: bool = False
     upload_concurrency: int = 4  # parts (and copy parts) in flight per file
+    # Streamed bytes kept in memory past a full part, so writes arriving slightly out
+    # of order (several writer threads) are still taken; earlier ones go to staging.
+    reorder_window: int = field(default=1 * MiB, metadata=_SIZE)
+    # Memory for streamed data not yet stored by S3, for the whole mount: writers
+    # wait when it is used up.
+    memory_budget: int = field(default=256 * MiB, metadata=_SIZE)
 
 
 @dataclass(frozen=True)
@@ -240,6 +255,15 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{name}: must be > 0 (zero makes the kernel re-ask for every entry)")
     if w.min_part_size < 5 * MiB:
         raise ConfigError("min_part_size: S3 requires parts of at least 5M")
+    if w.min_part_size > 5 * GiB or w.max_part_size > 5 * GiB:
+        raise ConfigError("min_part_size, max_part_size: S3 allows parts of at most 5G")
+    if w.parts_per_step < 1:
+        raise ConfigError("parts_per_step: must be >= 1")
+    if w.max_part_size < w.min_part_size:
+        raise ConfigError("max_part_size: must be at least min_part_size")
+    biggest = w.min_part_size if w.uniform_parts else w.max_part_size
+    if w.memory_budget < biggest + 2 * MiB:
+        raise ConfigError(f"memory_budget: must hold at least one part of {biggest} bytes plus 2M")
     if w.upload_concurrency < 1 or r.max_readahead_chunks < 1 or r.chunk_size < 64 * KiB:
         raise ConfigError("upload_concurrency and max_readahead_chunks must be >= 1, chunk_size >= 64K")
     if config.mount.capacity < 4096:

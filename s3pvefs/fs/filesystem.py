@@ -34,7 +34,9 @@ from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, 
                                     implicit_dir, new_stat, now_ns)
 from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.store.base import ObjectStore
+from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.staging import StagedFile
+from s3pvefs.write.stream import StreamedFile
 from s3pvefs.write.uploader import copy_object, upload_staged
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class Filesystem:
         self._hidden: dict[str, str] = {}  # key -> etag of unlinked objects still open
         self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
         self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
+        self.budget = MemoryBudget(config.write.memory_budget)
 
     # ------------------------------------------------------------------ helpers
     def _inode(self, ino: int) -> Inode:
@@ -228,9 +231,10 @@ class Filesystem:
             return new
         local = self._local(inode, s)
         if size is not None:
-            await self._load(inode)
-            local.staged.truncate(size)
+            await self._truncate(inode, size)
             changes.update(size=size, mtime_ns=mtime_ns or t)
+        if local.stream is not None and (atime_ns is not None or mtime_ns is not None):
+            local.stream.explicit_times = True
         local.touch(local.stat.with_(**changes))
         if inode.open_handles == 0:  # nobody will close it: commit now
             try:
@@ -388,9 +392,66 @@ class Filesystem:
             inode.local = LocalFile(stat=s, remote_size=s.size)
         return inode.local
 
+    def _new_stream(self, inode: Inode) -> StreamedFile:
+        return StreamedFile(self.store, lambda: self.key(inode), lambda: encode_metadata(inode.local.stat),
+                            self.cfg.write, self.budget, self._nursery)
+
+    def _stream_for_write(self, inode: Inode, offset: int) -> StreamedFile | None:
+        """The stream a write at offset goes to: the file's, or a new one for a file
+        that is empty or appended to right at its committed end; None: staging."""
+        local = inode.local
+        if local.stream is not None or local.staged is not None:
+            return local.stream
+        if not inode.attached:
+            return None
+        if local.stat.size == 0:
+            local.stream = self._new_stream(inode)
+        elif offset == local.stat.size == local.remote_size and self.cfg.write.uniform_parts is False:
+            local.stream = self._new_stream(inode)  # an append: the object is its first bytes
+            local.stream.base = local.stream.committed = local.remote_size
+        return local.stream
+
+    async def _unstream(self, inode: Inode) -> None:
+        """Move a streamed file to the staging path (a write behind what was sent, an
+        extending truncate, a read of sent bytes). What was never sent moves to a
+        staging file; otherwise everything is committed first and read back when
+        needed (_load)."""
+        local = inode.local
+        async with local.lock:
+            stream = local.stream
+            if stream is None:
+                return
+            if not stream.uploading and stream.committed == 0:
+                staged = StagedFile(self._staging_dir)
+                try:
+                    staged.write(0, bytes(stream.buf))
+                    staged.truncate(stream.end)
+                except BaseException:
+                    staged.close()
+                    raise
+                local.staged = staged
+                local.drop_stream()
+                return
+        await self._commit(inode)
+        local.drop_stream()
+
+    async def _truncate(self, inode: Inode, size: int) -> None:
+        local = inode.local
+        if local.stream is not None:
+            if size == 0:
+                local.stream.reset()
+                return
+            if local.stream.truncate(size):
+                return
+            await self._unstream(inode)
+        await self._load(inode)
+        local.staged.truncate(size)
+
     async def _load(self, inode: Inode) -> LocalFile:
         """Make the file's whole contents local (staged) before a change to its data."""
         local = inode.local
+        if local.stream is not None:
+            await self._unstream(inode)
         if local.staged is not None:
             return local
         async with local.lock:
@@ -430,7 +491,9 @@ class Filesystem:
             path = self.path(inode)
             key = self.keys.key(path)
             meta = encode_metadata(local.stat)
-            if local.staged is not None:
+            if local.stream is not None and not local.stream.clean():
+                await local.stream.commit(meta)
+            elif local.staged is not None:
                 await upload_staged(self.store, key, local.staged, local.stat.size, meta, self.cfg.write)
             elif local.remote_size is not None:  # attributes only: rewrite metadata in place
                 await copy_object(self.store, key, key, local.remote_size, meta, self.cfg.write)
@@ -438,6 +501,7 @@ class Filesystem:
                 await self.store.put(key, b"", meta)
             self._unhide(key)
             local.remote_size = local.stat.size
+            local.stat = local.stat.with_(etag=None)  # the new object's ETag is not known here
             if local.generation == generation:
                 local.dirty = False
             self.cache.invalidate(path)
@@ -454,8 +518,10 @@ class Filesystem:
             return await self.open(inode.ino, flags), inode, await self.getattr(inode.ino)
         s = new_stat(FILE, mode, uid, gid)
         inode = self.table.attach(parent.ino, name, FILE)
-        local = LocalFile(stat=s, remote_size=None, staged=StagedFile(self._staging_dir), dirty=True)
+        local = LocalFile(stat=s, remote_size=None, dirty=True)
         inode.local = local
+        local.stream = self._new_stream(inode)
+        local.stream.reset()  # the first commit writes the object, even an empty one
         inode.lookups += 1
         path = _join(self.path(parent), name)
         self.cache.invalidate(path)
@@ -474,10 +540,15 @@ class Filesystem:
         try:
             if flags & os.O_TRUNC and writable and s.size:
                 local = self._local(inode, s)
-                async with local.lock:
-                    if local.staged is None:
-                        local.staged = StagedFile(self._staging_dir)
-                local.staged.truncate(0)
+                if local.staged is not None:
+                    local.staged.truncate(0)
+                elif inode.attached:
+                    if local.stream is None:
+                        local.stream = self._new_stream(inode)
+                    local.stream.reset()
+                else:
+                    await self._load(inode)
+                    local.staged.truncate(0)
                 t = now_ns()
                 local.touch(local.stat.with_(size=0, mtime_ns=t, ctime_ns=t))
         except BaseException:
@@ -489,17 +560,41 @@ class Filesystem:
         h = self._handle(fh)
         inode = h.inode
         local = inode.local
+        if local is not None and local.stream is not None:
+            data = await self._read_streamed(inode, local.stream, offset,
+                                             min(size, max(0, local.stat.size - offset)))
+            if data is not None:
+                return data
+            await self._unstream(inode)  # bytes in parts of an upload: commit, then read the object
         if local is not None and local.staged is not None:
             return local.staged.read(offset, min(size, max(0, local.stat.size - offset)))
         if not inode.attached and (inode.frozen_key is None or inode.frozen_key not in self._hidden):
             # Its name is gone (unlinked, replaced by a rename) and its key holds another
             # file's object now, or nothing: an error, never another file's bytes.
             raise FsError("file was replaced or removed while open", err=errno.ESTALE)
+        if h.prefetcher is not None and local is not None and h.prefetcher.size != local.stat.size:
+            h.prefetcher.close()  # written through this mount since: a new size
+            h.prefetcher = None
         if h.prefetcher is None:
             s = local.stat if local is not None else await self.getattr(inode.ino)
             h.prefetcher = Prefetcher(self.store, lambda: self.key(inode), s.size, self.cfg.read,
                                       self._nursery)
         return await h.prefetcher.read(offset, size)
+
+    async def _read_streamed(self, inode: Inode, stream: StreamedFile, offset: int, size: int) -> bytes | None:
+        """Bytes of a file being streamed: from memory, and from the object committed at
+        the key (before stream.base); None if some are in an unfinished upload."""
+        if offset >= stream.base:
+            return stream.read(offset, size)
+        if not inode.attached and (inode.frozen_key is None or inode.frozen_key not in self._hidden):
+            raise FsError("file was replaced or removed while open", err=errno.ESTALE)  # as read() says
+        if stream.uploading:
+            return None
+        end = offset + size
+        head = await self.store.get_range(self.key(inode), offset, min(end, stream.base))
+        if stream is not inode.local.stream or stream.uploading or len(head) != min(end, stream.base) - offset:
+            return None  # changed while we read: take the slow path
+        return head + (stream.read(stream.base, end - stream.base) if end > stream.base else b"")
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self._handle(fh)
@@ -508,8 +603,16 @@ class Filesystem:
         inode = h.inode
         local = self._local(inode, inode.local.stat if inode.local
                             else await self.getattr(inode.ino, complete=True))
-        await self._load(inode)
-        n = local.staged.write(offset, data)
+        n = len(data)
+        stream = self._stream_for_write(inode, offset)
+        if stream is not None:
+            async with local.lock:
+                taken = local.stream is stream and await stream.write(offset, data)
+            if not taken:
+                await self._load(inode)  # not sequential: the staging path takes over
+        if local.stream is None:
+            await self._load(inode)
+            n = local.staged.write(offset, data)
         t = now_ns()
         local.touch(local.stat.with_(size=max(local.stat.size, offset + n), mtime_ns=t, ctime_ns=t))
         return n
@@ -523,6 +626,12 @@ class Filesystem:
             raise
 
     async def fsync(self, fh: int) -> None:
+        """A streamed file: until every part sent so far is stored (the object itself
+        appears at close). Otherwise: commit, as close does."""
+        local = self._handle(fh).inode.local
+        if local is not None and local.stream is not None:
+            await local.stream.wait_sent()
+            return
         await self.flush(fh)
 
     async def release(self, fh: int) -> None:
@@ -585,6 +694,10 @@ class Filesystem:
         key = self.keys.key(path)
         inode = self.table.child(parent.ino, name)
         local = inode.local if inode is not None else None
+        if local is not None and local.stream is not None:
+            # Still being written: what was never sent goes to a staging file; what
+            # was sent is committed, and that object is then hidden like any other.
+            await self._unstream(inode)
         remote = local.remote_size is not None if local is not None else True
         if inode is not None and inode.open_handles and remote and (local is None or local.staged is None):
             # Still open and its data is only in S3: hide the object, delete it at last close.
@@ -659,13 +772,16 @@ class Filesystem:
                 raise IsADir(dst_name)
             src_key, dst_key = self.keys.key(src_path), self.keys.key(dst_path)
             local = src_inode.local
+            stream = local.stream if local is not None else None
+            if stream is not None and stream.uploading:
+                await self._commit(src_inode)  # parts belong to an upload at the old key
             remote_size = local.remote_size if local is not None else src.size
             if remote_size is not None:
                 meta = encode_metadata(local.stat) if local is not None and local.staged is None else None
                 await copy_object(self.store, src_key, dst_key, remote_size, meta, self.cfg.write)
                 self._unhide(dst_key)
                 await self.store.delete(src_key)
-                if local is not None and meta is not None:
+                if local is not None and meta is not None and (stream is None or stream.clean()):
                     local.dirty = False  # the copy carried the pending attributes
             elif dst is not None:
                 await self.store.delete(dst_key)  # replaced by a file not committed yet

@@ -10,20 +10,23 @@ from s3pvefs.namespace.inodes import Inode
 from s3pvefs.namespace.stat import Stat
 from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.write.staging import StagedFile
+from s3pvefs.write.stream import StreamedFile
 
 
 @dataclass(eq=False)
 class LocalFile:
     """What this mount knows about a file that S3 does not have yet.
 
-    ``staged`` holds the file's whole current contents once ``loaded``; with no
-    staged data only the attributes differ from the object. ``remote_size`` is the
+    At most one of ``stream`` (a sequential write going to S3 as it is written)
+    and ``staged`` (the file's whole current contents on local disk) is set; with
+    neither, only the attributes differ from the object. ``remote_size`` is the
     size of the object at the key, None when there is none.
     """
 
     stat: Stat
     remote_size: int | None
     staged: StagedFile | None = None
+    stream: StreamedFile | None = None
     dirty: bool = False
     generation: int = 0  # bumped by every change, so a commit knows if it caught them all
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -37,6 +40,12 @@ class LocalFile:
         if self.staged is not None:
             self.staged.close()
             self.staged = None
+        self.drop_stream()
+
+    def drop_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
 
 @dataclass(eq=False)

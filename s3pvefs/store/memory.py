@@ -40,6 +40,7 @@ class MemoryStore:
         # name of a store method -> exception to raise on its next calls (fault hook)
         self.fail: dict[str, Exception] = {}
         self._ids = itertools.count(1)
+        self.min_part_size = 5 << 20  # as S3: every part but the last at least this
 
     # -- test helpers -------------------------------------------------------
     def put_outside(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
@@ -128,6 +129,8 @@ class MemoryStore:
 
     async def upload_part(self, key, upload_id, number, body):
         await self._enter("upload_part")
+        if upload_id not in self.uploads or self.uploads[upload_id].key != key:
+            raise StoreError(f"NoSuchUpload: {upload_id}", code="NoSuchUpload")
         self.uploads[upload_id].parts[number] = bytes(body)
         return hashlib.md5(body).hexdigest()
 
@@ -139,8 +142,15 @@ class MemoryStore:
 
     async def complete_multipart(self, key, upload_id, parts: list[PartEtag]):
         await self._enter("complete_multipart")
-        up = self.uploads.pop(upload_id)
-        data = b"".join(up.parts[p.number] for p in sorted(parts, key=lambda p: p.number))
+        up = self.uploads[upload_id]
+        numbers = [p.number for p in parts]
+        if up.key != key or numbers != sorted(set(numbers)) or not numbers \
+                or any(n not in up.parts for n in numbers):
+            raise StoreError(f"InvalidPart: bad part list for {key}", code="InvalidPart")
+        if any(len(up.parts[n]) < self.min_part_size for n in numbers[:-1]):
+            raise StoreError(f"EntityTooSmall: a part of {key} is below the minimum", code="EntityTooSmall")
+        del self.uploads[upload_id]
+        data = b"".join(up.parts[n] for n in numbers)
         self.objects[key] = _Object(data, up.metadata, hashlib.md5(data).hexdigest() + f"-{len(parts)}",
                                     time.time())
 

@@ -51,7 +51,8 @@ async def _multipart(store: ObjectStore, key: str, metadata: dict[str, str], siz
                 for n, start, end in part_ranges(size, part):
                     await slots.acquire()
                     nursery.start_soon(one, n, start, end)
-        await store.complete_multipart(key, upload_id, etags)
+        # S3 wants the list in ascending order; parts finish in any order
+        await store.complete_multipart(key, upload_id, sorted(etags, key=lambda p: p.number))
     except BaseException:
         with trio.CancelScope(shield=True):
             try:

@@ -1,4 +1,7 @@
-"""Large files: multipart uploads above multipart_threshold, and their failures."""
+"""Large staged files: multipart uploads above multipart_threshold, and their failures.
+
+A file is staged (not streamed) when it is extended by truncate first, as
+``qemu-img create`` does; test_streaming.py covers sequential writes."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ DATA = random.Random(7).randbytes(13 * MiB + 123)
 
 async def write_big(fs, name, data, step=1 * MiB):
     fh, inode, _ = await fs.create(ROOT, name, 0o640, os.O_WRONLY | os.O_CREAT, 0, 0)
+    await fs.setattr(inode.ino, size=len(data))  # an extending truncate: the staging path
+    assert inode.local.staged is not None and inode.local.stream is None
     for off in range(0, len(data), step):
         await fs.write(fh, off, data[off:off + step])
     return fh, inode

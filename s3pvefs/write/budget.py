@@ -1,0 +1,78 @@
+"""The mount-wide memory budget for streamed writes.
+
+Every byte a writer hands over is charged here until S3 has stored the part that
+holds it; a writer that would go over the limit waits (backpressure) until parts
+finish. Waiting can only end if something is on its way to S3: when the whole
+budget sits in the unfinished parts of idle files, the largest of them is sent
+early as a shorter part (any part but the last may be 5 MiB..5 GiB). Only when
+every holder is below S3's 5 MiB minimum (more than limit/5 MiB files written
+at once) is the writer let through over the limit, logged once, never blocked
+for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import trio
+
+log = logging.getLogger(__name__)
+
+
+class Holder(Protocol):
+    """A streamed file as the budget sees it."""
+
+    def buffered(self) -> int:
+        """Bytes charged but not yet handed to a part upload."""
+
+    def flush_early(self) -> bool:
+        """Send the buffered bytes as a part now; False if it cannot."""
+
+
+class MemoryBudget:
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0  # bytes charged: buffered plus parts being sent
+        self.sending = 0  # of those, bytes in parts on their way to S3
+        self.peak = 0
+        self.holders: set[Holder] = set()
+        self._changed = trio.Event()
+        self._warned = False
+
+    async def acquire(self, n: int) -> None:
+        while self.used and self.used + n > self.limit:
+            if self.sending == 0 and not self._flush_largest():
+                if not self._warned:
+                    log.warning("memory budget of %d bytes exceeded: %d files hold unsent tails "
+                                "below S3's minimum part size", self.limit, len(self.holders))
+                    self._warned = True
+                break
+            if self.sending:
+                await self._wait()
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        self._wake()
+
+    def start_sending(self, n: int) -> None:
+        self.sending += n
+
+    def done_sending(self, n: int) -> None:
+        self.sending -= n
+        self.release(n)
+
+    def _flush_largest(self) -> bool:
+        for holder in sorted(self.holders, key=lambda h: h.buffered(), reverse=True):
+            if holder.flush_early():
+                return True
+        return False
+
+    async def _wait(self) -> None:
+        await self._changed.wait()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
