@@ -280,6 +280,8 @@ class StreamedFile:
             await self._put_whole(metadata)
             return
         try:
+            while len(self.buf) > self._part_size():  # the window's extra bytes: no oversized last part
+                self._cut(self._part_size())
             if self.buf:
                 self._cut(len(self.buf))
             if self._upload is None:  # nothing new since the last commit
