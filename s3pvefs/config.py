@@ -82,6 +82,8 @@ class WriteConfig:
 class ReadConfig:
     chunk_size: int = field(default=8 * MiB, metadata=_SIZE)  # one ranged GET
     max_readahead_chunks: int = 8  # per handle; bounds read memory to chunk_size * this
+    # Read-ahead of all handles together; the chunk a reader waits for is always fetched.
+    memory_budget: int = field(default=256 * MiB, metadata=_SIZE)
 
 
 @dataclass(frozen=True)

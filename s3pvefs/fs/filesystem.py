@@ -76,6 +76,7 @@ class Filesystem:
         self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
         self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
         self.budget = MemoryBudget(config.write.memory_budget)
+        self.read_budget = MemoryBudget(config.read.memory_budget)
 
     # ------------------------------------------------------------------ helpers
     def _inode(self, ino: int) -> Inode:
@@ -578,7 +579,7 @@ class Filesystem:
         if h.prefetcher is None:
             s = local.stat if local is not None else await self.getattr(inode.ino)
             h.prefetcher = Prefetcher(self.store, lambda: self.key(inode), s.size, self.cfg.read,
-                                      self._nursery)
+                                      self._nursery, self.read_budget)
         return await h.prefetcher.read(offset, size)
 
     async def _read_streamed(self, inode: Inode, stream: StreamedFile, offset: int, size: int) -> bytes | None:

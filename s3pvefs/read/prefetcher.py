@@ -3,8 +3,11 @@
 Sequential reads are served from chunk_size chunks fetched ahead by parallel ranged
 GETs; the number of chunks ahead doubles on each new chunk up to
 max_readahead_chunks, so memory per handle is at most (max_readahead_chunks + 1)
-chunks. A read elsewhere resets the window and fetches just the bytes asked for:
-a 4 KiB read in the middle of a large object is one small GET.
+chunks. Chunks fetched ahead are charged to the mount's read budget
+(read.memory_budget): when many files are read at once, read-ahead shrinks
+instead of memory growing; the chunk a reader waits for is always fetched. A
+read elsewhere resets the window and fetches just the bytes asked for: a 4 KiB
+read in the middle of a large object is one small GET.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import trio
 from s3pvefs.config import ReadConfig
 from s3pvefs.errors import FsError
 from s3pvefs.store.base import ObjectStore
+from s3pvefs.write.budget import MemoryBudget
 
 
 @dataclass(eq=False)
@@ -25,12 +29,14 @@ class _Chunk:
     data: bytes = b""
     error: Exception | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    charged: int = 0  # bytes charged to the read budget
 
 
 class Prefetcher:
     def __init__(self, store: ObjectStore, key: Callable[[], str], size: int, cfg: ReadConfig,
-                 nursery: trio.Nursery):
+                 nursery: trio.Nursery, budget: MemoryBudget | None = None):
         self._store, self._key, self.size, self._cfg = store, key, size, cfg
+        self._budget = budget
         self._nursery = nursery
         self._chunks: dict[int, _Chunk] = {}
         self._next = 0  # offset where a sequential read would continue
@@ -55,14 +61,14 @@ class Prefetcher:
         self._drop(lambda i: i < first)
         last_chunk = (self.size - 1) // c
         for i in range(first, min(last + self._window, last_chunk) + 1):
-            if i not in self._chunks:
-                self._start(i)
+            if i not in self._chunks and not self._start(i, needed=i <= last):
+                break  # the read budget is used up: no further read-ahead for now
         parts = []
         for i in range(first, last + 1):
             chunk = self._chunks[i]
             await chunk.done.wait()
             if chunk.error is not None:
-                self._chunks.pop(i, None)
+                self._drop(lambda j: j == i)
                 raise chunk.error
             lo = max(offset, i * c) - i * c
             hi = min(end, (i + 1) * c) - i * c
@@ -70,11 +76,18 @@ class Prefetcher:
         self._next = end
         return b"".join(parts)
 
-    def _start(self, index: int) -> None:
-        chunk = _Chunk()
-        self._chunks[index] = chunk
+    def _start(self, index: int, needed: bool) -> bool:
         c = self._cfg.chunk_size
-        self._nursery.start_soon(self._fetch, chunk, index * c, min((index + 1) * c, self.size))
+        start, end = index * c, min((index + 1) * c, self.size)
+        chunk = _Chunk()
+        if self._budget is not None:
+            if self._budget.try_acquire(end - start):
+                chunk.charged = end - start
+            elif not needed:
+                return False
+        self._chunks[index] = chunk
+        self._nursery.start_soon(self._fetch, chunk, start, end)
+        return True
 
     async def _fetch(self, chunk: _Chunk, start: int, end: int) -> None:
         with chunk.scope:
@@ -88,7 +101,11 @@ class Prefetcher:
 
     def _drop(self, which: Callable[[int], bool]) -> None:
         for i in [i for i in self._chunks if which(i)]:
-            self._chunks.pop(i).scope.cancel()
+            chunk = self._chunks.pop(i)
+            chunk.scope.cancel()
+            if chunk.charged and self._budget is not None:
+                self._budget.release(chunk.charged)
+                chunk.charged = 0
 
     def close(self) -> None:
         self._drop(lambda i: True)

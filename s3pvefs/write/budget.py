@@ -53,6 +53,14 @@ class MemoryBudget:
         self.used += n
         self.peak = max(self.peak, self.used)
 
+    def try_acquire(self, n: int) -> bool:
+        """Charge n bytes if they fit now (read-ahead, which is optional)."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        self.peak = max(self.peak, self.used)
+        return True
+
     def release(self, n: int) -> None:
         self.used -= n
         self._wake()

@@ -143,3 +143,24 @@ def test_copy_in_place_of_big_file_attributes(run):
         assert store.objects["pve/big"].data == DATA
 
     run(body, write=SMALL)
+
+
+def test_read_ahead_of_all_handles_stays_within_the_read_budget(run):
+    async def body(fs, store):
+        for i in range(3):
+            store.put_outside(f"pve/r{i}", DATA)
+        handles = []
+        for i in range(3):
+            inode, _ = await fs.lookup(ROOT, f"r{i}".encode())
+            handles.append(await fs.open(inode.ino, os.O_RDONLY))
+        got = [bytearray() for _ in handles]
+        while any(len(g) < len(DATA) for g in got):  # three readers, interleaved
+            for fh, g in zip(handles, got):
+                g += await fs.read(fh, len(g), 256 * 1024)
+        assert all(bytes(g) == DATA for g in got)
+        assert 0 < fs.read_budget.peak <= 3 * MiB
+        for fh in handles:
+            await fs.release(fh)
+        assert fs.read_budget.used == 0
+
+    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4, memory_budget=3 * MiB))
