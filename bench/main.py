@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import platform
 import random
+import resource
 import re
 import shutil
 import signal
@@ -75,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed of the cp -r file sizes and contents")
     p.add_argument("-o", dest="s3pvefs_options", action="append", default=[], metavar="OPT",
                    help="extra s3pvefs mount option (name=value), repeatable")
+    p.add_argument("--s3pvefs-rev", metavar="REV",
+                   help="measure this git revision of s3pvefs (git archive into a scratch dir) "
+                        "instead of the working tree")
     p.add_argument("--data-dir", help="where source data is generated (default /dev/shm if it fits, else /var/tmp)")
     p.add_argument("--keep-data", action="store_true", help="keep the generated source data for the next run")
     p.add_argument("--results", help="JSON output (default bench/results/<timestamp>.json)")
@@ -85,6 +90,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-rate", type=parse_size, default="4M",
                    help="per-second rate below which a big copy is declared hung (bounds every wait)")
     return p
+
+
+class own_cpu:
+    """CPU seconds (all threads) this process spends in the block: shows when the raw
+    client, not the server, is the limit."""
+
+    def __enter__(self):
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        self._t0 = r.ru_utime + r.ru_stime
+        return self
+
+    def __exit__(self, *exc):
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        self.seconds = round(r.ru_utime + r.ru_stime - self._t0, 2)
 
 
 class Bench:
@@ -100,7 +119,7 @@ class Bench:
         self.big_timeout = 120 + self.size / args.min_rate
         self.results: dict = {"runs": {}, "errors": []}
         self.mounts: list[Mount] = []
-        self.deleted_big = False
+        self.s3pvefs_source: str | None = None
 
     # -- helpers --------------------------------------------------------------------
 
@@ -154,7 +173,7 @@ class Bench:
         if is_mounted(mp):
             force_unmount(mp, None)
         cls = SYSTEMS[system]
-        kw = {"options": self.args.s3pvefs_options} if system == "s3pvefs" else {}
+        kw = {"options": self.args.s3pvefs_options, "source": self.s3pvefs_source} if system == "s3pvefs" else {}
         m = cls(self.ep, prefix, mp, self.workdir, **kw)
         m.log = os.path.join(self.logdir, f"{system}.log")
         self.results.setdefault("settings", {})[system] = m.settings()
@@ -255,15 +274,17 @@ class Bench:
             with self.measuring("raw", "write") as rec:
                 self.say(f"raw: parallel multipart upload of {human(self.size)} "
                          f"({human(a.part_size)} parts, {a.inflight} in flight)")
-                t = self.s3.upload(src, key, self.size, a.part_size, a.inflight)
-                rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1))
+                with own_cpu() as cpu:
+                    t = self.s3.upload(src, key, self.size, a.part_size, a.inflight)
+                rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1), cpu_seconds=cpu.seconds)
                 self.say(f"  {rec['mib_s']} MiB/s")
         if "read" in a.only:
             with self.measuring("raw", "read") as rec:
                 self.ensure_object(key, src)
                 self.say(f"raw: parallel ranged download ({human(a.part_size)} ranges, {a.inflight} in flight)")
-                t = self.s3.download(key, self.size, a.part_size, a.inflight)
-                rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1))
+                with own_cpu() as cpu:
+                    t = self.s3.download(key, self.size, a.part_size, a.inflight)
+                rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1), cpu_seconds=cpu.seconds)
                 self.say(f"  {rec['mib_s']} MiB/s")
         self.s3.delete_prefix(prefix)
 
@@ -434,9 +455,20 @@ class Bench:
         if not self.args.keep_data and self.data_dir and os.path.isdir(self.data_dir):
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def extract_rev(self, rev: str) -> None:
+        dest = os.path.join(self.workdir, "s3pvefs-src")
+        os.makedirs(dest)
+        r = subprocess.run(f"git -C {REPO} archive {rev} s3pvefs | tar -x -C {dest}", shell=True,
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0 or not os.path.isfile(os.path.join(dest, "s3pvefs", "cli.py")):
+            raise BenchError(f"cannot extract s3pvefs at revision {rev}: {r.stderr.strip()}")
+        self.s3pvefs_source = dest
+
     def execute(self) -> None:
         os.makedirs(self.logdir, exist_ok=True)
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)
+        if self.args.s3pvefs_rev:
+            self.extract_rev(self.args.s3pvefs_rev)
         self.data_dir = self.pick_data_dir()
         self.big_file()
         if "ls" in self.args.only:
@@ -453,12 +485,17 @@ def _first_line(argv: list[str]) -> str:
         return "?"
 
 
-def s3pvefs_revision() -> dict:
+def s3pvefs_revision(rev: str | None) -> dict:
     def git(*a):
         return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
+    if rev:
+        return {"commit": git("rev-parse", "--short", rev), "subject": git("log", "-1", "--format=%s", rev),
+                "source": f"git archive {rev}",
+                "last_commit_touching_s3pvefs": git("log", "-1", "--format=%h", rev, "--", "s3pvefs")}
     head = git("rev-parse", "--short", "HEAD")
     dirty = git("status", "--porcelain", "--", "s3pvefs")
-    rev = {"commit": head, "subject": git("log", "-1", "--format=%s")}
+    rev = {"commit": head, "subject": git("log", "-1", "--format=%s"),
+           "last_commit_touching_s3pvefs": git("log", "-1", "--format=%h", "HEAD", "--", "s3pvefs")}
     if dirty:
         import hashlib
         rev["uncommitted_changes_in_s3pvefs"] = dirty.splitlines()
@@ -490,12 +527,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_peers:
         args.peers = []
 
+    if os.geteuid() == 0:  # else preflight says why it cannot run
+        lock = open("/run/s3pvefs-bench.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("bench: another bench/run is running (it holds /run/s3pvefs-bench.lock)", file=sys.stderr)
+            return 2
+
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
 
     try:
         preflight(args)
+        if args.s3pvefs_rev and subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet",
+                                                args.s3pvefs_rev + "^{commit}"], capture_output=True).returncode:
+            raise BenchError(f"--s3pvefs-rev {args.s3pvefs_rev}: no such revision")
         key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
             if args.endpoint != DEFAULT_ENDPOINT:
@@ -529,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.results["meta"] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "endpoint": ep.url, "bucket": ep.bucket, "size_bytes": args.size, "phases": args.only,
-        "peers": args.peers, "s3pvefs": s3pvefs_revision(),
+        "peers": args.peers, "s3pvefs": s3pvefs_revision(args.s3pvefs_rev),
         "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
                  "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB, 1)},
         "versions": {"s3fs": _first_line(["s3fs", "--version"]) if "s3fs" in args.peers else None,
@@ -543,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         "ls_entries": args.ls_entries, "cpr_files": args.cpr_files, "seed": args.seed,
     }
     rev = bench.results["meta"]["s3pvefs"]
-    print(f"s3pvefs {rev['commit']}{' + uncommitted changes' if 'diff_sha1' in rev else ''} | {ep.url} "
+    which = " + uncommitted changes" if "diff_sha1" in rev else f" ({rev['source']})" if "source" in rev else ""
+    print(f"s3pvefs {rev['commit']}{which} | {ep.url} "
           f"bucket {ep.bucket} | big file {human(args.size)} | phases {','.join(args.only)} | "
           f"peers {','.join(args.peers) or 'none'}", flush=True)
     if rgw and "tcp_nodelay=1" not in rgw.frontends:

@@ -254,9 +254,10 @@ class Mount:
 class S3pvefs(Mount):
     name = "s3pvefs"
 
-    def __init__(self, *a, options: list[str] | None = None, **kw):
+    def __init__(self, *a, options: list[str] | None = None, source: str | None = None, **kw):
         super().__init__(*a, **kw)
         self.options = options or []
+        self.source = source  # a directory holding another s3pvefs package to run instead
         self.exe = str(REPO / ".venv" / "bin" / "s3pvefs")
         # The cache_dir default (as root); -o cache_dir=... moves it.
         self.cache_dirs = [next((o.split("=", 1)[1] for o in self.options if o.startswith("cache_dir=")),
@@ -272,6 +273,8 @@ class S3pvefs(Mount):
     def _env(self) -> dict:
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.ep.access_key, AWS_SECRET_ACCESS_KEY=self.ep.secret_key)
         env.pop("AWS_PROFILE", None)
+        if self.source:
+            env["PYTHONPATH"] = self.source
         return env
 
     def start(self) -> None:
@@ -280,7 +283,9 @@ class S3pvefs(Mount):
         for o in self.options:
             argv += ["-o", o]
         try:
-            r = subprocess.run(argv, env=self._env(), capture_output=True, text=True, timeout=240)
+            # cwd: not the repository, whose s3pvefs/ would shadow `source` for `python -m`
+            r = subprocess.run(argv, env=self._env(), cwd=self.workdir, capture_output=True, text=True,
+                               timeout=240)
         except subprocess.TimeoutExpired:
             force_unmount(self.mountpoint, None)
             raise BenchError("s3pvefs mount did not return within 240 s") from None
@@ -297,7 +302,8 @@ class S3pvefs(Mount):
 
     def _unmount(self, timeout: float) -> bool:
         r = subprocess.run([self.exe, "umount", self.mountpoint, "--timeout", str(int(timeout))],
-                           capture_output=True, text=True, timeout=timeout + 30)
+                           env=self._env(), cwd=self.workdir, capture_output=True, text=True,
+                           timeout=timeout + 30)
         return r.returncode == 0 and not alive(self.pid)
 
 

@@ -127,7 +127,9 @@ def render(results: dict) -> tuple[str, dict]:
     # Where the time and requests went.
     detail = [["phase", "system", "seconds", "peak RSS MiB", "peak disk MiB", "CPU s", "S3 requests"]]
     for what in ("write", "read", "rename", "ls", "cpr"):
-        for s in ("s3pvefs", "s3fs", "rclone"):
+        for s in ("raw", "s3pvefs", "s3fs", "rclone"):
+            if s == "raw" and what not in ("write", "read"):
+                continue
             rec = runs.get(s, {}).get(what)
             if not rec:
                 continue
@@ -147,7 +149,7 @@ def render(results: dict) -> tuple[str, dict]:
                            _fmt(rec["vm_hwm_bytes"] / MiB, 0) if "vm_hwm_bytes" in rec else "",
                            _fmt(rec["peak_disk_bytes"] / MiB, 0) if "peak_disk_bytes" in rec else "",
                            _fmt(rec.get("cpu_seconds"), 1) if "cpu_seconds" in rec else "",
-                           _requests(rec)])
+                           "" if s == "raw" else _requests(rec)])
     raw_ren = runs.get("raw", {}).get("rename", {})
     notes = []
     if raw_ren and "error" not in raw_ren:
@@ -161,7 +163,9 @@ def render(results: dict) -> tuple[str, dict]:
     notes.append("S3 requests: counted in radosgw's log; CopyObject shows as PutObject, UploadPartCopy as UploadPart")
 
     rev = meta.get("s3pvefs", {})
-    title = (f"s3pvefs {rev.get('commit', '?')}{' + uncommitted changes ' + rev['diff_sha1'] if 'diff_sha1' in rev else ''}"
+    which = (f" + uncommitted changes {rev['diff_sha1']}" if "diff_sha1" in rev
+             else f" ({rev['source']})" if "source" in rev else "")
+    title = (f"s3pvefs {rev.get('commit', '?')}{which}"
              f" | {meta.get('endpoint')} bucket {meta.get('bucket')} | {meta.get('host', {}).get('cpus')} CPUs"
              f" | {meta.get('started', '')}")
     out = [title, "", lines, "", _table(detail, left=(0, 1)), ""] + notes
