@@ -76,7 +76,7 @@ class Filesystem:
         self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
         self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
         self.budget = MemoryBudget(config.write.memory_budget)
-        self.read_budget = MemoryBudget(config.read.memory_budget)
+        self.read_budget = MemoryBudget(config.read.readahead_budget)
 
     # ------------------------------------------------------------------ helpers
     def _inode(self, ino: int) -> Inode:
@@ -340,6 +340,7 @@ class Filesystem:
         await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(s), DIR_CONTENT_TYPE)
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
+        self.cache.put_listing(path, Listing({}))  # nothing was there: names in it need no request
         return self._remember(parent, name, s), s
 
     async def _dir_is_empty(self, inode: Inode, path: str) -> bool:
@@ -414,18 +415,22 @@ class Filesystem:
 
     async def _unstream(self, inode: Inode) -> None:
         """Move a streamed file to the staging path (a write behind what was sent, an
-        extending truncate, a read of sent bytes). What was never sent moves to a
-        staging file; otherwise everything is committed first and read back when
-        needed (_load)."""
+        extending truncate, a read of sent bytes). With no upload running, the staging
+        file gets the committed object's bytes (if any) and those in memory; parts of
+        an unfinished upload cannot be read back, so then everything is committed
+        first and read back when needed (_load)."""
         local = inode.local
         async with local.lock:
             stream = local.stream
             if stream is None:
                 return
-            if not stream.uploading and stream.committed == 0:
+            if not stream.uploading:
                 staged = StagedFile(self._staging_dir)
                 try:
-                    staged.write(0, bytes(stream.buf))
+                    await self._download(self.key(inode), stream.committed, staged)
+                    if stream is not local.stream or stream.uploading:
+                        raise FsError("file changed while moving to staging", err=errno.EAGAIN)
+                    staged.write(stream.base, bytes(stream.buf))
                     staged.truncate(stream.end)
                 except BaseException:
                     staged.close()
@@ -435,6 +440,11 @@ class Filesystem:
                 return
         await self._commit(inode)
         local.drop_stream()
+
+    async def _download(self, key: str, size: int, staged: StagedFile) -> None:
+        chunk = self.cfg.read.chunk_size
+        for start in range(0, size, chunk):
+            staged.write(start, await self.store.get_range(key, start, min(start + chunk, size)))
 
     async def _truncate(self, inode: Inode, size: int) -> None:
         local = inode.local
@@ -463,9 +473,7 @@ class Filesystem:
                 raise FsError("file was replaced or removed while open", err=errno.ESTALE)
             staged = StagedFile(self._staging_dir)
             try:
-                size, chunk, key = local.remote_size or 0, self.cfg.read.chunk_size, self.key(inode)
-                for start in range(0, size, chunk):
-                    staged.write(start, await self.store.get_range(key, start, min(start + chunk, size)))
+                await self._download(self.key(inode), local.remote_size or 0, staged)
                 staged.truncate(local.stat.size if local.remote_size is not None else 0)
             except BaseException:
                 staged.close()
@@ -771,6 +779,10 @@ class Filesystem:
         else:
             if dst is not None and dst.kind == DIR:
                 raise IsADir(dst_name)
+            replaced = self.table.child(dst_parent.ino, dst_name) if dst is not None else None
+            if replaced is not None and replaced.local is not None and replaced.local.stream is not None:
+                # Its upload is at the key the source lands on: it can never be committed.
+                replaced.local.stream.fail(FsError("file was replaced while open", err=errno.ESTALE))
             src_key, dst_key = self.keys.key(src_path), self.keys.key(dst_path)
             local = src_inode.local
             stream = local.stream if local is not None else None
@@ -789,8 +801,7 @@ class Filesystem:
             self.cache.invalidate(src_path)
             self.cache.invalidate(dst_path)
             self.cache.put_negative(src_path)
-            if local is None:
-                self.cache.put_stat(dst_path, src)
+            self.cache.put_stat(dst_path, src if local is None else local.stat)
         self.table.move(src_inode, dst_parent.ino, dst_name)
 
     async def _move_tree(self, src_path: str, dst_path: str) -> None:

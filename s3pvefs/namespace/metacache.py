@@ -1,8 +1,11 @@
 """Metadata caches (cachetools TTL caches): attributes by path, negative lookups,
 and directory listings. The clock is injectable so tests control expiry.
 
-Every change this mount makes calls ``invalidate`` for the paths it touched, so
-the mount sees its own writes at once; other writers' changes show up within the TTLs.
+Every change this mount makes calls ``invalidate``/``put_stat``/``put_negative``
+for the paths it touched, which also update the parent's cached listing in place,
+so the mount sees its own writes at once and a directory it is filling (``cp -r``)
+keeps answering lookups of new names from its listing, without a request each.
+Other writers' changes show up within the TTLs.
 """
 
 from __future__ import annotations
@@ -50,20 +53,33 @@ class MetaCache:
     def put_stat(self, path: str, s: Stat) -> None:
         self.negative.pop(path, None)
         self.stats[path] = s
+        self._listed(path, s)
 
     def put_negative(self, path: str) -> None:
         self.stats.pop(path, None)
         self.negative[path] = True
+        self._listed(path, None)
+
+    def _listed(self, path: str, s: Stat | None) -> None:
+        """Keep the parent's cached listing true to a change made here."""
+        listing = self.listings.get(parent_of(path))
+        if listing is None:
+            return
+        name = path.rpartition("/")[2]
+        if s is None:
+            listing.entries.pop(name, None)
+        else:
+            listing.entries[name] = s
 
     def put_listing(self, path: str, listing: Listing) -> None:
         self.listings[path] = listing
 
     def invalidate(self, path: str) -> None:
-        """Forget what is known about path and its parent's listing."""
+        """Forget what is known about path (also as an entry of its parent's listing)."""
         self.stats.pop(path, None)
         self.negative.pop(path, None)
         self.listings.pop(path, None)
-        self.listings.pop(parent_of(path), None)
+        self._listed(path, None)
 
     def invalidate_tree(self, path: str) -> None:
         """A directory was renamed or removed: drop everything at or below it."""

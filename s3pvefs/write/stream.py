@@ -99,9 +99,10 @@ class StreamedFile:
 
     def read(self, offset: int, size: int) -> bytes | None:
         """Bytes still in memory, or None when [offset, offset+size) was sent already."""
+        self._check()
         if offset < self.base:
             return None
-        return bytes(self.buf[offset - self.base: offset - self.base + size])
+        return self._copy(offset - self.base, offset - self.base + size)
 
     # ------------------------------------------------------------------ writing
     async def write(self, offset: int, data: bytes) -> bool:
@@ -132,7 +133,8 @@ class StreamedFile:
         return True
 
     def truncate(self, size: int) -> bool:
-        """Cut or zero-extend what is in memory; False if that is not enough."""
+        """Cut what is in memory; False if that is not enough."""
+        self._check()
         if size < self.base:
             return False
         if size > self.end:
@@ -182,7 +184,7 @@ class StreamedFile:
         if n <= 0:
             return
         upload = self._upload or self._begin_upload()
-        body = bytes(self.buf[:n])
+        body = self._copy(0, n)
         del self.buf[:n]
         self.base += n
         self._data_parts += 1
@@ -191,6 +193,11 @@ class StreamedFile:
         self._budget.start_sending(n)
         self._sending += 1
         self._nursery.start_soon(self._upload_part, upload, number, body)
+
+    def _copy(self, start: int, end: int) -> bytes:
+        # One copy (slicing the bytearray first would make two: parts are megabytes).
+        with memoryview(self.buf) as view:
+            return bytes(view[start:end])
 
     def flush_early(self) -> bool:
         """For the budget: send the buffer now as a shorter part, if S3 allows one."""
@@ -329,6 +336,14 @@ class StreamedFile:
                 await self._store.abort_multipart(upload.key, upload.upload_id)
             except StoreError as e:
                 log.warning("could not abort multipart upload of %s: %s", upload.key, e)
+
+    def fail(self, error: FsError) -> None:
+        """The file can no longer be committed (replaced by a rename): every later
+        operation raises error; memory back, upload aborted."""
+        self.error = error
+        self._drop_upload()
+        self._budget.release(len(self.buf))
+        self.buf = bytearray()
 
     def close(self) -> None:
         """Drop what was not committed (release): memory back, upload aborted."""

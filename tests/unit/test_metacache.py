@@ -82,16 +82,20 @@ def test_stat_beats_listing():
     assert c.lookup("d/f") == newer
 
 
-def test_invalidate_drops_parent_listing():
+def test_changes_update_the_parent_listing_in_place():
     c, _ = make()
     c.put_listing("d", Listing({"f": F}))
     c.put_listing("d/f", Listing({}))
-    c.put_stat("d/f", F)
     c.put_stat("d/g", F)
+    assert c.listings["d"].entries == {"f": F, "g": F}  # a file committed here is listed
     c.invalidate("d/f")
-    assert "d" not in c.listings and "d/f" not in c.listings
-    assert c.lookup("d/f") is None
-    assert c.lookup("d/g") == F  # siblings' own entries survive
+    assert "d/f" not in c.listings and c.listings["d"].entries == {"g": F}
+    assert c.lookup("d/f") is False  # the listing still answers for names not in it
+    assert c.lookup("d/g") == F
+    c.put_negative("d/g")
+    assert c.listings["d"].entries == {}
+    c.put_stat("x", F)  # no cached listing of the root: nothing to update
+    assert "" not in c.listings
 
 
 def test_invalidate_forgets_negative():
