@@ -83,7 +83,7 @@ class ReadConfig:
     chunk_size: int = field(default=8 * MiB, metadata=_SIZE)  # one ranged GET
     max_readahead_chunks: int = 8  # per handle; bounds read memory to chunk_size * this
     # Read-ahead of all handles together; the chunk a reader waits for is always fetched.
-    memory_budget: int = field(default=256 * MiB, metadata=_SIZE)
+    readahead_budget: int = field(default=256 * MiB, metadata=_SIZE)
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,8 @@ def _option_targets() -> dict[str, tuple[str, dataclasses.Field]]:
     targets = {}
     for section in fields(Config):
         for f in fields(section.default_factory):
+            # '-o name=value' names a setting without its section: names must be unique.
+            assert f.name not in targets, f"setting {f.name} is in two sections"
             targets[f.name] = (section.name, f)
     return targets
 

@@ -4,7 +4,7 @@ Sequential reads are served from chunk_size chunks fetched ahead by parallel ran
 GETs; the number of chunks ahead doubles on each new chunk up to
 max_readahead_chunks, so memory per handle is at most (max_readahead_chunks + 1)
 chunks. Chunks fetched ahead are charged to the mount's read budget
-(read.memory_budget): when many files are read at once, read-ahead shrinks
+(read.readahead_budget): when many files are read at once, read-ahead shrinks
 instead of memory growing; the chunk a reader waits for is always fetched. A
 read elsewhere resets the window and fetches just the bytes asked for: a 4 KiB
 read in the middle of a large object is one small GET.

@@ -163,4 +163,4 @@ def test_read_ahead_of_all_handles_stays_within_the_read_budget(run):
             await fs.release(fh)
         assert fs.read_budget.used == 0
 
-    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4, memory_budget=3 * MiB))
+    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4, readahead_budget=3 * MiB))

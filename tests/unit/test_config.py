@@ -1,5 +1,7 @@
 """Config: TOML loading, sizes, -o options, bucket spec, validation."""
 
+from dataclasses import fields
+
 import pytest
 
 from s3pvefs.config import (GiB, KiB, MiB, PiB, TiB, CacheConfig, Config, MountOptions, ReadConfig,
@@ -144,6 +146,14 @@ def test_apply_options_keeps_other_settings():
     base = Config(store=StoreConfig(bucket="b", prefix="p"), mount=MountOptions(uid=5))
     cfg = apply_options(base, ["gid=7"])
     assert cfg.store == base.store and cfg.mount.uid == 5 and cfg.mount.gid == 7
+
+
+def test_every_setting_has_its_own_option_name():
+    """'-o name=value' has no section: a name in two sections would set only one of them."""
+    names = [f.name for section in fields(Config) for f in fields(section.default_factory)]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    cfg = apply_options(Config(), ["memory_budget=32M", "readahead_budget=16M"])
+    assert (cfg.write.memory_budget, cfg.read.readahead_budget) == (32 * MiB, 16 * MiB)
 
 
 def test_apply_options_ignores_fstab_words():
