@@ -412,6 +412,13 @@ class Bench:
 
     def cpr(self) -> None:
         src, n, total = self.small_files()
+        with self.measuring("raw", "cpr") as rec:
+            self.s3.delete_prefix("bench-raw/cpr/")
+            self.say(f"raw: PUT of the same {n} files one after another")
+            t = self.s3.put_files_one_by_one(src, "bench-raw/cpr/")
+            rec.update(seconds=round(t, 2))
+            self.say(f"  {t:.1f} s")
+            self.s3.delete_prefix("bench-raw/cpr/")
         for system in ["s3pvefs"] + self.peers:
             prefix = f"bench-{system}"
             with self.measuring(system, "cpr") as rec:

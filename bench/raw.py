@@ -286,6 +286,22 @@ class S3:
                 return time.monotonic() - t0
         return self._run(go)
 
+    def put_files_one_by_one(self, src_dir: str, prefix: str) -> float:
+        """PUT each file of src_dir, the next one only after the previous is stored:
+        what a filesystem that commits every file before close() returns cannot beat
+        with a sequential `cp -r`."""
+        names = sorted(os.listdir(src_dir))
+
+        async def go():
+            async with self._client() as c:
+                t0 = time.monotonic()
+                for name in names:
+                    with open(os.path.join(src_dir, name), "rb") as f:
+                        body = _StreamedBody(f.read())
+                    await c.put_object(Bucket=self.ep.bucket, Key=prefix + name, Body=body)
+                return time.monotonic() - t0
+        return self._run(go)
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under prefix and abort its unfinished multipart uploads."""
         if not prefix or not prefix.endswith("/"):

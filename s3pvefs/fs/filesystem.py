@@ -147,8 +147,12 @@ class Filesystem:
         child = self.table.child(parent.ino, name)
         if child is not None and child.local is not None:
             return child.local.stat
-        path = _join(self.path(parent), name)
+        parent_path = self.path(parent)
+        path = _join(parent_path, name)
         cached = self.cache.lookup(path)
+        if cached is None and self.cache.worth_relisting(parent_path):
+            await self._list_dir(parent_path)
+            cached = self.cache.lookup(path)
         if cached is False:
             return None
         if cached is not None:

@@ -5,7 +5,9 @@ Every change this mount makes calls ``invalidate``/``put_stat``/``put_negative``
 for the paths it touched, which also update the parent's cached listing in place,
 so the mount sees its own writes at once and a directory it is filling (``cp -r``)
 keeps answering lookups of new names from its listing, without a request each.
-Other writers' changes show up within the TTLs.
+Other writers' changes show up within the TTLs. When a small directory's listing
+expires while names in it are still being looked up, it is listed again (one
+request) rather than each name looked up (three requests each).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class Listing:
     entries: dict[str, Stat]  # name -> attributes (complete=False for files)
 
 
+LIST_PAGE = 1000  # entries one ListObjectsV2 request returns
+
+
 def parent_of(path: str) -> str:
     return path.rpartition("/")[0]
 
@@ -36,6 +41,9 @@ class MetaCache:
         self.stats: TTLCache[str, Stat] = TTLCache(cfg.stat_max_entries, cfg.stat_ttl, timer=clock)
         self.negative: TTLCache[str, bool] = TTLCache(cfg.stat_max_entries, cfg.negative_ttl, timer=clock)
         self.listings: TTLCache[str, Listing] = TTLCache(cfg.listing_max_entries, cfg.listing_ttl, timer=clock)
+        # How many entries recently listed directories had, kept past their listings.
+        self.listed_sizes: TTLCache[str, int] = TTLCache(cfg.listing_max_entries, 6 * cfg.listing_ttl,
+                                                         timer=clock)
 
     def lookup(self, path: str) -> Stat | None | bool:
         """Cached attributes, False if known absent, None if unknown."""
@@ -73,6 +81,12 @@ class MetaCache:
 
     def put_listing(self, path: str, listing: Listing) -> None:
         self.listings[path] = listing
+        self.listed_sizes[path] = len(listing.entries)
+
+    def worth_relisting(self, directory: str) -> bool:
+        """True when directory's listing expired a short while ago and it fits in one
+        LIST page: listing it again answers this lookup and the next ones."""
+        return directory not in self.listings and self.listed_sizes.get(directory, LIST_PAGE) < LIST_PAGE
 
     def invalidate(self, path: str) -> None:
         """Forget what is known about path (also as an entry of its parent's listing)."""

@@ -227,3 +227,26 @@ def test_symlink_survives_listing_after_its_stat_expired(run):
         assert await fs.readlink(ln.ino) == b"target"
 
     run(body, clock=clock, cache=CacheConfig(stat_ttl=1.0, negative_ttl=1.0, listing_ttl=10.0))
+
+
+def test_filling_a_new_directory_past_the_listing_ttl(run):
+    """cp -r into a new directory: every new name is answered from the directory's
+    listing (seeded empty by mkdir, kept up to date by each commit); when the listing
+    expires, one LIST renews it instead of a HEAD+HEAD+LIST per name."""
+    clock = FakeClock()
+
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"d", 0o755, 0, 0)
+        store.reset_counts()
+        for i in range(300):
+            if i % 100 == 99:
+                clock.advance(11)  # the listing (10 s) expires now and then
+            with pytest.raises(NotFound):
+                await fs.lookup(d.ino, f"f{i:03d}".encode())  # what the kernel asks before create
+            await make_file(fs, d.ino, f"f{i:03d}".encode(), b"x")
+        assert store.calls["put"] == 300
+        assert store.calls["head"] == 0
+        assert store.calls["list"] == 3  # one per expiry
+        assert sorted(await names(fs, d.ino)) == [f"f{i:03d}" for i in range(300)]
+
+    run(body, clock=clock, cache=CacheConfig(stat_ttl=10.0, negative_ttl=5.0, listing_ttl=10.0))

@@ -125,3 +125,17 @@ def test_size_bounds():
     for i in range(10):
         c.put_stat(f"f{i}", F)
     assert len(c.stats) <= 3
+
+
+def test_small_directory_is_worth_relisting_shortly_after_its_listing_expired():
+    c, clock = make()  # listing_ttl 20 s: sizes remembered 120 s
+    assert not c.worth_relisting("d")  # never listed: a lookup of one name is cheaper
+    c.put_listing("d", Listing({"f": F}))
+    assert not c.worth_relisting("d")  # still cached: nothing to do
+    clock.t += 21
+    assert c.worth_relisting("d")
+    c.put_listing("big", Listing({f"f{i}": F for i in range(1000)}))  # more than one page
+    clock.t += 21
+    assert not c.worth_relisting("big")
+    clock.t += 100
+    assert not c.worth_relisting("d")  # long ago: back to single lookups
