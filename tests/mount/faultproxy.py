@@ -13,7 +13,8 @@ headers, except:
 A refused request's body is still read and discarded (Content-Length or chunked), so
 the connection stays usable; ``Expect: 100-continue`` is answered with ``100 Continue``
 before the body is read. Counters (``parts_passed``, ``parts_failed``,
-``completes_failed``, ``requests``) say what happened.
+``completes_failed``, ``requests``) say what happened; ``seen`` holds
+(method, target, headers) of every request (headers as a lower-cased dict).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class FaultProxy:
         self.parts_failed = 0
         self.completes_failed = 0
         self.requests = 0
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -95,6 +97,7 @@ class FaultProxy:
         names = {k.lower() for k, _ in headers}
         with self._lock:
             self.requests += 1
+            self.seen.append((method, target, {k.lower(): v for k, v in headers}))
             if method == "PUT" and {"partNumber", "uploadId"} <= params and "x-amz-copy-source" not in names:
                 if self.fail_parts_after is not None and self.parts_passed >= self.fail_parts_after:
                     self.parts_failed += 1
