@@ -206,9 +206,8 @@ class Mount:
         return self.head(rel)["Metadata"]
 
 
-@pytest.fixture
-def mount(request, s3, s3_server, tmp_path):
-    """Factory: mount(options=[...], create_bucket=True) -> Mount (already mounted)."""
+def _mounts(request, s3, endpoint: str, tmp_path):
+    """The body of the mount fixtures: a factory, then unmount all (logs of a failed test)."""
     mounts: list[Mount] = []
 
     def factory(options: list[str] | tuple[str, ...] = (), *, bucket: str | None = None) -> Mount:
@@ -220,7 +219,7 @@ def mount(request, s3, s3_server, tmp_path):
         mp.mkdir()
         cache = tmp_path / f"cache{n}"
         cache.mkdir()
-        m = Mount(s3=s3, endpoint=s3_server, bucket=name, mp=str(mp), log=str(tmp_path / f"s3pvefs{n}.log"),
+        m = Mount(s3=s3, endpoint=endpoint, bucket=name, mp=str(mp), log=str(tmp_path / f"s3pvefs{n}.log"),
                   cache_dir=str(cache), options=list(options))
         mounts.append(m)
         m.do_mount()
@@ -234,3 +233,48 @@ def mount(request, s3, s3_server, tmp_path):
         if failed:
             text = m.log_text()
             print(f"\n----- s3pvefs log {m.log} (last 20000 chars) -----\n{text[-20000:]}")
+
+
+@pytest.fixture
+def mount(request, s3, s3_server, tmp_path):
+    """Factory: mount(options=[...], bucket=None) -> Mount (already mounted), on moto."""
+    yield from _mounts(request, s3, s3_server, tmp_path)
+
+
+# ---------------------------------------------------------------------------- Ceph RGW (slow tier)
+
+CEPH_ENV = {"BASE": "/tmp/s3pvefs-test-ceph", "RGW_PORT": "7490", "MON_V2_PORT": "3310", "MON_V1_PORT": "6799",
+            "BUCKET": "tier", "BLUESTORE_BYTES": "24G"}
+
+
+def _ceph_rgw(action: str, timeout: float) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "ceph-rgw.sh"
+    e = {**env(), **CEPH_ENV, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
+    return subprocess.run([str(script), action], env=e, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def ceph_server():
+    """A throwaway single-node Ceph RGW (scripts/ceph-rgw.sh, its own ports and state
+    under /tmp/s3pvefs-test-ceph, this suite's credentials); installs ceph if missing."""
+    r = _ceph_rgw("up", timeout=1800)
+    assert r.returncode == 0, f"could not start Ceph RGW:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    yield f"http://127.0.0.1:{CEPH_ENV['RGW_PORT']}"
+    _ceph_rgw("down", timeout=300)
+
+
+@pytest.fixture(scope="session")
+def ceph_s3(ceph_server):
+    from botocore.config import Config as BotoConfig
+    return boto3.client("s3", endpoint_url=ceph_server, region_name="us-east-1",
+                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                        config=BotoConfig(max_pool_connections=32, retries={"max_attempts": 3},
+                                          s3={"addressing_style": "path"},
+                                          request_checksum_calculation="when_required",
+                                          response_checksum_validation="when_required"))
+
+
+@pytest.fixture
+def ceph_mount(request, ceph_s3, ceph_server, tmp_path):
+    """Factory like mount(), on Ceph RGW."""
+    yield from _mounts(request, ceph_s3, ceph_server, tmp_path)
