@@ -151,7 +151,11 @@ class Filesystem:
         path = _join(parent_path, name)
         cached = self.cache.lookup(path)
         if cached is None and self.cache.worth_relisting(parent_path):
-            await self._list_dir(parent_path)
+            # The names answer for those not there (cp -r asks before each create); one
+            # that is there still gets its headers read (mode, times: a hookscript's x bit).
+            listing = await self._list_dir(parent_path)
+            self.cache.listings.pop(parent_path, None)
+            self.cache.put_names(parent_path, set(listing.entries))
             cached = self.cache.lookup(path)
         if cached is False:
             return None

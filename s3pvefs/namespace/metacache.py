@@ -7,7 +7,7 @@ so the mount sees its own writes at once and a directory it is filling (``cp -r`
 keeps answering lookups of new names from its listing, without a request each.
 Other writers' changes show up within the TTLs. When a small directory's listing
 expires while names in it are still being looked up, it is listed again (one
-request) rather than each name looked up (three requests each).
+request), which answers for every name not in it (three requests each otherwise).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class MetaCache:
         self.stats: TTLCache[str, Stat] = TTLCache(cfg.stat_max_entries, cfg.stat_ttl, timer=clock)
         self.negative: TTLCache[str, bool] = TTLCache(cfg.stat_max_entries, cfg.negative_ttl, timer=clock)
         self.listings: TTLCache[str, Listing] = TTLCache(cfg.listing_max_entries, cfg.listing_ttl, timer=clock)
+        # Names only, from a directory listed again for lookups (relisted): they answer
+        # "not there" for free; a name that is there still gets its headers read.
+        self.names: TTLCache[str, set[str]] = TTLCache(cfg.listing_max_entries, cfg.listing_ttl, timer=clock)
         # How many entries recently listed directories had, kept past their listings.
         self.listed_sizes: TTLCache[str, int] = TTLCache(cfg.listing_max_entries, 6 * cfg.listing_ttl,
                                                          timer=clock)
@@ -52,10 +55,13 @@ class MetaCache:
             return s
         if path in self.negative:
             return False
-        listing = self.listings.get(parent_of(path))
+        parent, name = parent_of(path), path.rpartition("/")[2]
+        listing = self.listings.get(parent)
         if listing is not None:
-            name = path.rpartition("/")[2]
             return listing.entries.get(name, False)
+        names = self.names.get(parent)
+        if names is not None and name not in names:
+            return False
         return None
 
     def put_stat(self, path: str, s: Stat) -> None:
@@ -69,15 +75,20 @@ class MetaCache:
         self._listed(path, None)
 
     def _listed(self, path: str, s: Stat | None) -> None:
-        """Keep the parent's cached listing true to a change made here."""
-        listing = self.listings.get(parent_of(path))
-        if listing is None:
-            return
-        name = path.rpartition("/")[2]
-        if s is None:
-            listing.entries.pop(name, None)
-        else:
-            listing.entries[name] = s
+        """Keep the parent's cached listing (or names) true to a change made here."""
+        parent, name = parent_of(path), path.rpartition("/")[2]
+        listing = self.listings.get(parent)
+        if listing is not None:
+            if s is None:
+                listing.entries.pop(name, None)
+            else:
+                listing.entries[name] = s
+        names = self.names.get(parent)
+        if names is not None:
+            if s is None:
+                names.discard(name)
+            else:
+                names.add(name)
 
     def put_listing(self, path: str, listing: Listing) -> None:
         self.listings[path] = listing
@@ -86,19 +97,26 @@ class MetaCache:
     def worth_relisting(self, directory: str) -> bool:
         """True when directory's listing expired a short while ago and it fits in one
         LIST page: listing it again answers this lookup and the next ones."""
-        return directory not in self.listings and self.listed_sizes.get(directory, LIST_PAGE) < LIST_PAGE
+        return (directory not in self.listings and directory not in self.names
+                and self.listed_sizes.get(directory, LIST_PAGE) < LIST_PAGE)
+
+    def put_names(self, directory: str, names: set[str]) -> None:
+        self.names[directory] = names
+        self.listed_sizes[directory] = len(names)
 
     def invalidate(self, path: str) -> None:
         """Forget what is known about path (also as an entry of its parent's listing)."""
         self.stats.pop(path, None)
         self.negative.pop(path, None)
         self.listings.pop(path, None)
+        self.names.pop(path, None)
         self._listed(path, None)
 
     def invalidate_tree(self, path: str) -> None:
         """A directory was renamed or removed: drop everything at or below it."""
         below = path + "/"
-        for cache in (self.stats, self.negative, self.listings):
+        for cache in (self.stats, self.negative, self.listings, self.names):
             for key in [k for k in list(cache.keys()) if k == path or k.startswith(below)]:
                 cache.pop(key, None)
         self.listings.pop(parent_of(path), None)
+        self.names.pop(parent_of(path), None)

@@ -250,3 +250,22 @@ def test_filling_a_new_directory_past_the_listing_ttl(run):
         assert sorted(await names(fs, d.ino)) == [f"f{i:03d}" for i in range(300)]
 
     run(body, clock=clock, cache=CacheConfig(stat_ttl=10.0, negative_ttl=5.0, listing_ttl=10.0))
+
+
+def test_a_relisted_name_that_exists_still_gets_its_headers(run):
+    """Relisting answers for absent names only: an existing file (a hookscript) is
+    looked up with its headers, so its mode is the real one, not the listing default."""
+    clock = FakeClock()
+
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"snippets", 0o755, 0, 0)
+        store.put_outside("pve/snippets/hook.pl", b"#!/usr/bin/perl\n", {"mode": str(st.S_IFREG | 0o755)})
+        clock.advance(11)  # the listing seeded by mkdir expired: the next lookup relists
+        store.reset_counts()
+        with pytest.raises(NotFound):
+            await fs.lookup(d.ino, b"absent")
+        assert (store.calls["list"], store.calls["head"]) == (1, 0)
+        _, s = await fs.lookup(d.ino, b"hook.pl")
+        assert s.mode == st.S_IFREG | 0o755 and s.complete
+
+    run(body, clock=clock, cache=CacheConfig(stat_ttl=10.0, negative_ttl=5.0, listing_ttl=10.0))
