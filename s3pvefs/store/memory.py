@@ -41,11 +41,14 @@ class MemoryStore:
         self.fail: dict[str, Exception] = {}
         self._ids = itertools.count(1)
         self.min_part_size = 5 << 20  # as S3: every part but the last at least this
+        self.ranges: list[tuple[str, int, int]] = []  # every GET: (key, start, end)
 
     # -- test helpers -------------------------------------------------------
     def put_outside(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
-        """Write as another tool would, without counting a request."""
-        self.objects[key] = _Object(data, dict(metadata or {}), hashlib.md5(data).hexdigest(), time.time())
+        """Write as another tool would, without counting a request. data may also be
+        any sized, sliceable stand-in for bytes too big to hold (a 50 GiB object)."""
+        etag = hashlib.md5(data).hexdigest() if isinstance(data, bytes) else f"synthetic-{len(data)}"
+        self.objects[key] = _Object(data, dict(metadata or {}), etag, time.time())
 
     def reset_counts(self) -> None:
         self.calls.clear()
@@ -101,7 +104,8 @@ class MemoryStore:
             raise StoreError(f"GET {key}: no such key", code="NoSuchKey")
         if etag is not None and obj.etag != etag:
             raise StoreError(f"GET {key}: changed", code="PreconditionFailed")
-        return obj.data[start:end]
+        self.ranges.append((key, start, end))
+        return bytes(obj.data[start:end])
 
     async def put(self, key, body, metadata, content_type=None):
         await self._enter("put")

@@ -164,3 +164,40 @@ def test_read_ahead_of_all_handles_stays_within_the_read_budget(run):
         assert fs.read_budget.used == 0
 
     run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4, readahead_budget=3 * MiB))
+
+
+class _Huge:
+    """A 50 GiB object's bytes, made on demand: byte i is (i * 7 + i // 4096) % 251."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self.size)
+        return bytes((i * 7 + i // 4096) % 251 for i in range(start, stop))
+
+
+def test_4k_read_in_the_middle_of_a_50_gib_object_fetches_4k(run):
+    huge = _Huge(50 << 30)
+
+    async def body(fs, store):
+        store.put_outside("pve/dump/vzdump-qemu-100.vma.zst", huge)
+        d, _ = await fs.lookup(ROOT, b"dump")
+        inode, s = await fs.lookup(d.ino, b"vzdump-qemu-100.vma.zst")
+        assert s.size == 50 << 30
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        store.ranges.clear()
+        middle = 25 << 30
+        assert await fs.read(fh, middle + 12345, 4096) == huge[middle + 12345:middle + 12345 + 4096]
+        assert [(start, end - start) for _, start, end in store.ranges] == [(middle + 12345, 4096)]
+        # a second read right after it starts a sequential run: read-ahead begins,
+        # within the largest window (8 chunks of 8 MiB)
+        store.ranges.clear()
+        await fs.read(fh, middle + 12345 + 4096, 4096)
+        assert 4096 < sum(end - start for _, start, end in store.ranges) <= 8 * 8 * MiB
+        await fs.release(fh)
+
+    run(body)
