@@ -31,8 +31,12 @@ class StoreConfig:
     profile: str | None = None
     addressing_style: str = "path"  # path | virtual | auto; self-hosted servers need path
     connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    read_timeout: float = 30.0  # a connection silent this long is dropped (and retried)
     max_attempts: int = 5  # botocore "standard" retry mode, exponential backoff with jitter
+    # Every request, retries included, ends within request_deadline plus the time to
+    # move its bytes at min_transfer_rate (an 8 MiB part: 38 s); then EIO, never a hang.
+    request_deadline: float = 30.0
+    min_transfer_rate: int = field(default=1 * MiB, metadata=_SIZE)
     # botocore >= 1.36 sends CRC32 headers by default; many S3 compatibles reject them.
     checksums: str = "when_required"  # when_required | when_supported
     # Content-MD5 on every PUT and part, hashed in a worker thread; the header is signed,
@@ -53,6 +57,9 @@ class CacheConfig:
     # directory is opened (one request per entry, 32 in parallel), for tools like
     # `rsync --delete` that compare the mtimes of a whole listing.
     listing_heads: bool = False
+    # A name known before whose attributes expired: how long a lookup/stat waits for S3
+    # before answering with the last known attributes (Proxmox gives stat 2 s).
+    stale_answer_after: float = 0.5
     kernel_entry_timeout: float = 1.0  # how long the kernel trusts a name / attributes
     kernel_attr_timeout: float = 1.0
     # Local staging files for data written but not yet committed.
@@ -257,7 +264,10 @@ def validate(config: Config) -> Config:
         raise ConfigError("addressing_style: expected path, virtual or auto")
     if s.checksums not in ("when_required", "when_supported"):
         raise ConfigError("checksums: expected when_required or when_supported")
-    for name in ("stat_ttl", "negative_ttl", "listing_ttl", "kernel_entry_timeout", "kernel_attr_timeout"):
+    if s.request_deadline <= 0 or s.min_transfer_rate <= 0:
+        raise ConfigError("request_deadline, min_transfer_rate: must be > 0")
+    for name in ("stat_ttl", "negative_ttl", "listing_ttl", "stale_answer_after", "kernel_entry_timeout",
+                 "kernel_attr_timeout"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name}: must be > 0 (zero makes the kernel re-ask for every entry)")
     if w.min_part_size < 5 * MiB:

@@ -27,6 +27,7 @@ from s3pvefs.config import Config
 from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound,
                             NotSupported, ReadOnly, StoreError, single_error)
 from s3pvefs.fs.handles import DirHandle, FileHandle, LocalFile
+from s3pvefs.namespace.freshness import Freshness
 from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, check_name, listable_name
 from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
@@ -75,6 +76,7 @@ class Filesystem:
         self._hidden: dict[str, str] = {}  # key -> etag of unlinked objects still open
         self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
         self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
+        self.fresh = Freshness(self._fetch_stat, self.cache, nursery, config.cache.stale_answer_after)
         self.budget = MemoryBudget(config.write.memory_budget)
         self.read_budget = MemoryBudget(config.read.readahead_budget)
 
@@ -150,7 +152,7 @@ class Filesystem:
         parent_path = self.path(parent)
         path = _join(parent_path, name)
         cached = self.cache.lookup(path)
-        if cached is None and self.cache.worth_relisting(parent_path):
+        if cached is None and path not in self.cache.last_known and self.cache.worth_relisting(parent_path):
             # The names answer for those not there (cp -r asks before each create); one
             # that is there still gets its headers read (mode, times: a hookscript's x bit).
             listing = await self._list_dir(parent_path)
@@ -161,7 +163,7 @@ class Filesystem:
             return None
         if cached is not None:
             return cached
-        return await self._fetch_stat(path)
+        return await self.fresh.stat(path)
 
     def _dir(self, ino: int) -> Inode:
         inode = self._inode(ino)
@@ -203,7 +205,7 @@ class Filesystem:
         path = self.path(inode)
         s = self.cache.lookup(path)
         if not isinstance(s, Stat) or (not s.complete and (complete or s.kind != inode.kind)):
-            s = await self._fetch_stat(path)
+            s = await self.fresh.stat(path)
         if s is None or s.kind != inode.kind:
             self.table.detach(inode)
             raise NotFound(path)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from s3pvefs.config import CacheConfig
 from s3pvefs.namespace.stat import Stat
@@ -44,6 +44,9 @@ class MetaCache:
         # Names only, from a directory listed again for lookups (relisted): they answer
         # "not there" for free; a name that is there still gets its headers read.
         self.names: TTLCache[str, set[str]] = TTLCache(cfg.listing_max_entries, cfg.listing_ttl, timer=clock)
+        # The last answer for every path, past its TTL: what to say while S3 is slow or
+        # down (namespace/freshness.py). Stat, or False for "not there".
+        self.last_known: LRUCache[str, Stat | bool] = LRUCache(cfg.stat_max_entries)
         # How many entries recently listed directories had, kept past their listings.
         self.listed_sizes: TTLCache[str, int] = TTLCache(cfg.listing_max_entries, 6 * cfg.listing_ttl,
                                                          timer=clock)
@@ -67,11 +70,13 @@ class MetaCache:
     def put_stat(self, path: str, s: Stat) -> None:
         self.negative.pop(path, None)
         self.stats[path] = s
+        self.last_known[path] = s
         self._listed(path, s)
 
     def put_negative(self, path: str) -> None:
         self.stats.pop(path, None)
         self.negative[path] = True
+        self.last_known[path] = False
         self._listed(path, None)
 
     def _listed(self, path: str, s: Stat | None) -> None:
@@ -115,7 +120,7 @@ class MetaCache:
     def invalidate_tree(self, path: str) -> None:
         """A directory was renamed or removed: drop everything at or below it."""
         below = path + "/"
-        for cache in (self.stats, self.negative, self.listings, self.names):
+        for cache in (self.stats, self.negative, self.listings, self.names, self.last_known):
             for key in [k for k in list(cache.keys()) if k == path or k.startswith(below)]:
                 cache.pop(key, None)
         self.listings.pop(parent_of(path), None)

@@ -49,6 +49,13 @@ class _Body(io.BytesIO):
             yield chunk
 
 
+# Server-side work gets more time than its bytes at min_transfer_rate would: a copy
+# moves data inside the server (counted 16x faster); CopyObject of up to 5 GiB and
+# CompleteMultipartUpload of many parts can take minutes on AWS.
+_COPY_SPEEDUP = 16
+_COPY_BOUND = (5 << 30) // _COPY_SPEEDUP
+_COMPLETE_BOUND = 256 << 20
+
 _HASH_INLINE = 256 << 10  # smaller bodies are hashed on the loop: a thread hop costs more
 
 
@@ -88,10 +95,13 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
 
 
 class S3Store:
-    def __init__(self, client, bucket: str, content_md5: bool = True):
+    def __init__(self, client, bucket: str, content_md5: bool = True, request_deadline: float = 30.0,
+                 min_transfer_rate: int = 1 << 20):
         self._client = client
         self.bucket = bucket
         self._content_md5 = content_md5
+        self._deadline = request_deadline
+        self._min_rate = min_transfer_rate
 
     async def _body(self, data: bytes) -> dict:
         body = {"Body": _Body(data)}
@@ -127,11 +137,24 @@ class S3Store:
             from s3pvefs.errors import ConfigError
             raise ConfigError(f"endpoint_url: {e}") from None
         async with client_cm as client:
-            yield cls(client, cfg.bucket, content_md5=cfg.content_md5)
+            yield cls(client, cfg.bucket, content_md5=cfg.content_md5, request_deadline=cfg.request_deadline,
+                      min_transfer_rate=cfg.min_transfer_rate)
 
-    async def _call(self, op: str, key: str, **kwargs):
+    @contextlib.contextmanager
+    def _bounded(self, op: str, key: str, nbytes: int = 0):
+        """No request hangs: request_deadline plus the time to move nbytes at
+        min_transfer_rate, retries included; then StoreError (EIO), never a wait for ever."""
+        seconds = self._deadline + nbytes / self._min_rate
+        with trio.move_on_after(seconds) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise StoreError(f"{op} {key}: no answer from S3 within {seconds:.0f} s", code="Timeout",
+                             transient=True)
+
+    async def _call(self, op: str, key: str, nbytes: int = 0, **kwargs):
         try:
-            return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
+            with self._bounded(op, key, nbytes):
+                return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
             raise _translate(op, key, e) from None
 
@@ -167,25 +190,26 @@ class S3Store:
         kwargs = {"Key": key, "Range": f"bytes={start}-{end - 1}"}
         if etag:
             kwargs["IfMatch"] = etag
-        resp = await self._call("get_object", key, **kwargs)
-        try:
-            async with resp["Body"] as body:
-                return await body.read()
-        except (botocore.exceptions.BotoCoreError, OSError) as e:
-            raise _translate("get_object", key, e) from None
+        with self._bounded("get_object", key, end - start):
+            resp = await self._call("get_object", key, **kwargs)
+            try:
+                async with resp["Body"] as body:
+                    return await body.read()
+            except (botocore.exceptions.BotoCoreError, OSError) as e:
+                raise _translate("get_object", key, e) from None
 
     async def put(self, key, body, metadata, content_type=None):
         kwargs = {"Key": key, "Metadata": metadata, **await self._body(body)}
         if content_type:
             kwargs["ContentType"] = content_type
-        resp = await self._call("put_object", key, **kwargs)
+        resp = await self._call("put_object", key, len(body), **kwargs)
         return str(resp.get("ETag", "")).strip('"')
 
     async def copy(self, src, dst, metadata):
         kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}}
         if metadata is not None:
             kwargs.update(Metadata=metadata, MetadataDirective="REPLACE")
-        await self._call("copy_object", dst, **kwargs)
+        await self._call("copy_object", dst, _COPY_BOUND, **kwargs)
 
     async def delete(self, key):
         await self._call("delete_object", key, Key=key)
@@ -195,19 +219,20 @@ class S3Store:
         return resp["UploadId"]
 
     async def upload_part(self, key, upload_id, number, body):
-        resp = await self._call("upload_part", key, Key=key, UploadId=upload_id,
+        resp = await self._call("upload_part", key, len(body), Key=key, UploadId=upload_id,
                                 PartNumber=number, **await self._body(body))
         return str(resp["ETag"]).strip('"')
 
     async def upload_part_copy(self, key, upload_id, number, src, start, end):
-        resp = await self._call("upload_part_copy", key, Key=key, UploadId=upload_id, PartNumber=number,
+        resp = await self._call("upload_part_copy", key, (end - start) // _COPY_SPEEDUP, Key=key,
+                                UploadId=upload_id, PartNumber=number,
                                 CopySource={"Bucket": self.bucket, "Key": src},
                                 CopySourceRange=f"bytes={start}-{end - 1}")
         return str(resp["CopyPartResult"]["ETag"]).strip('"')
 
     async def complete_multipart(self, key, upload_id, parts: list[PartEtag]):
         # Never rely on this response's ETag: Ceph RGW 16.2 returns an empty one.
-        await self._call("complete_multipart_upload", key, Key=key, UploadId=upload_id,
+        await self._call("complete_multipart_upload", key, _COMPLETE_BOUND, Key=key, UploadId=upload_id,
                          MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'}
                                                     for p in sorted(parts, key=lambda p: p.number)]})
 

@@ -10,6 +10,11 @@ headers, except:
 - ``fail_complete = True``: every CompleteMultipartUpload (POST with ``uploadId=``)
   is answered ``500 InternalError`` the same way.
 
+Outages: ``stall = True`` holds every request that arrives (read, never answered)
+until it is set back to False, then forwards it (a server that hangs, then recovers);
+``refuse()`` stops listening and drops every connection (connection refused, as a
+server that is down) until ``listen_again()`` listens on the same port.
+
 A refused request's body is still read and discarded (Content-Length or chunked), so
 the connection stays usable; ``Expect: 100-continue`` is answered with ``100 Continue``
 before the body is read. Counters (``parts_passed``, ``parts_failed``,
@@ -22,6 +27,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
 ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -47,24 +53,34 @@ class FaultProxy:
         self.completes_failed = 0
         self.requests = 0
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.stall = False
         self._lock = threading.Lock()
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self._closed = False
         self._conns: set[socket.socket] = set()
-        threading.Thread(target=self._accept, name="faultproxy-accept", daemon=True).start()
+        self._listen(0)
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    # ------------------------------------------------------------------ control
-    def close(self) -> None:
-        self._closed = True
+    def _listen(self, port: int) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self._sock,), name="faultproxy-accept", daemon=True).start()
+
+    def refuse(self) -> None:
+        """Down: nothing listens on the port, open connections are cut."""
         try:
-            self._sock.close()
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
         except OSError:
             pass
+        self._sock.close()
+        self._drop_connections()
+
+    def listen_again(self) -> None:
+        self._listen(self.port)
+
+    def _drop_connections(self) -> None:
         with self._lock:
             conns = list(self._conns)
         for c in conns:
@@ -73,6 +89,15 @@ class FaultProxy:
             except OSError:
                 pass
 
+    # ------------------------------------------------------------------ control
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._drop_connections()
+
     def __enter__(self) -> "FaultProxy":
         return self
 
@@ -80,10 +105,10 @@ class FaultProxy:
         self.close()
 
     # ------------------------------------------------------------------ serving
-    def _accept(self) -> None:
+    def _accept(self, sock: socket.socket) -> None:
         while not self._closed:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 return
             with self._lock:
@@ -124,6 +149,8 @@ class FaultProxy:
                 if lower.get("expect", "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = _read_body(rfile, lower)
+                while self.stall and not self._closed:
+                    time.sleep(0.02)
                 if self._decide(method, target, headers) is not None:
                     conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\n"
                                  b"Content-Type: application/xml\r\n"
