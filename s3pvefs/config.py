@@ -105,6 +105,9 @@ class MountOptions:
     file_mode: int = field(default=0o644, metadata=_MODE)  # objects with no x-amz-meta-mode
     dir_mode: int = field(default=0o755, metadata=_MODE)
     capacity: int = field(default=1 * PiB, metadata=_SIZE)  # what statfs reports
+    # Seconds between background counts of the bytes under the prefix (a LIST of every
+    # object) that statfs then reports as used; 0: never count, report nothing used.
+    usage_interval: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -285,4 +288,6 @@ def validate(config: Config) -> Config:
         raise ConfigError("upload_concurrency and max_readahead_chunks must be >= 1, chunk_size >= 64K")
     if config.mount.capacity < 4096:
         raise ConfigError("capacity: must be at least 4K")
+    if config.mount.usage_interval < 0 or 0 < config.mount.usage_interval < 60:
+        raise ConfigError("usage_interval: 0 (off) or at least 60 seconds (each count lists every object)")
     return config

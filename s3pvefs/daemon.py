@@ -97,6 +97,8 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> Non
                 log.info("mounted %s on %s", config.store.bucket, mountpoint)
                 ready()
                 nursery.start_soon(_watch_signals)
+                if config.mount.usage_interval:
+                    nursery.start_soon(fs.usage.run)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)
                 log.info("unmounted %s", mountpoint)
             finally:

@@ -27,6 +27,7 @@ from s3pvefs.config import Config
 from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound,
                             NotSupported, ReadOnly, StoreError, single_error)
 from s3pvefs.fs.handles import DirHandle, FileHandle, LocalFile
+from s3pvefs.fs.usage import UsageMeter
 from s3pvefs.namespace.freshness import Freshness
 from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, check_name, listable_name
@@ -77,6 +78,7 @@ class Filesystem:
         self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
         self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
         self.fresh = Freshness(self._fetch_stat, self.cache, nursery, config.cache.stale_answer_after)
+        self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
         self.budget = MemoryBudget(config.write.memory_budget)
         self.read_budget = MemoryBudget(config.read.readahead_budget)
 
@@ -855,9 +857,13 @@ class Filesystem:
             self.table.forget(ino, count)
 
     def statfs(self) -> FsStat:
+        """Local only: the configured capacity, less the last background count of the
+        bytes used (fs/usage.py) if there is one; a bucket fuller than the capacity
+        shows as full, never as zero blocks (Proxmox takes 0 for a dead storage)."""
         bs = 4096
-        blocks = max(1, self.cfg.mount.capacity // bs)
-        return FsStat(bs, blocks, blocks)
+        used = -(-self.usage.used // bs) if self.usage.used else 0
+        blocks = max(1, self.cfg.mount.capacity // bs, used)
+        return FsStat(bs, blocks, blocks - used)
 
     def open_file_count(self) -> int:
         return sum(1 for h in self._handles.values() if isinstance(h, FileHandle))
