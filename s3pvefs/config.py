@@ -34,8 +34,8 @@ class StoreConfig:
     read_timeout: float = 30.0  # a connection silent this long is dropped (and retried)
     max_attempts: int = 5  # botocore "standard" retry mode, exponential backoff with jitter
     # Every request, retries included, ends within request_deadline plus the time to
-    # move its bytes at min_transfer_rate (an 8 MiB part: 38 s); then EIO, never a hang.
-    request_deadline: float = 30.0
+    # move its bytes at min_transfer_rate (an 8 MiB part: 28 s); then EIO, never a hang.
+    request_deadline: float = 20.0
     min_transfer_rate: int = field(default=1 * MiB, metadata=_SIZE)
     # botocore >= 1.36 sends CRC32 headers by default; many S3 compatibles reject them.
     checksums: str = "when_required"  # when_required | when_supported

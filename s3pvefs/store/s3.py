@@ -95,7 +95,7 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
 
 
 class S3Store:
-    def __init__(self, client, bucket: str, content_md5: bool = True, request_deadline: float = 30.0,
+    def __init__(self, client, bucket: str, content_md5: bool = True, request_deadline: float = 20.0,
                  min_transfer_rate: int = 1 << 20):
         self._client = client
         self.bucket = bucket

@@ -121,3 +121,23 @@ def test_endpoint_refusing(proxied_mount):
     check_outage(m, "refusing")
     proxy.listen_again()
     check_recovery(m)
+
+
+def test_default_deadline_with_a_hanging_endpoint(mount, s3_server):
+    """With default settings an operation that needs S3 ends in EIO within 30 s."""
+    proxy = FaultProxy(s3_server)
+    try:
+        m = mount()
+        m.umount()
+        m.endpoint = proxy.url
+        m.do_mount()
+        proxy.stall = True
+        rc, seconds, err = timed(f"ls {m.path('never-listed')}")
+        print(f"\ndefault settings, hanging endpoint: `ls` of an unknown name failed in {seconds:.1f} s: "
+              f"{err.strip()}")
+        assert rc != 0 and "Input/output error" in err, err
+        assert 15 <= seconds <= 30, seconds
+        proxy.stall = False
+    finally:
+        proxy.stall = False
+        proxy.close()
