@@ -1,4 +1,4 @@
-"""Command line: s3pvefs mount | umount.
+"""Command line: s3pvefs mount | umount | ls.
 
 User mistakes print one line on stderr and exit with a distinct code, never a
 traceback. Credentials come from botocore's chain (environment, shared
@@ -8,6 +8,7 @@ credentials file, --profile), never from the command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import logging.handlers
@@ -37,10 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mount", help="mount BUCKET[/PREFIX] on MOUNTPOINT")
     m.add_argument("bucket", metavar="BUCKET[/PREFIX]")
     m.add_argument("mountpoint")
-    m.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:7480 (default: AWS)")
-    m.add_argument("--region", help="signing region (default us-east-1)")
-    m.add_argument("--profile", help="profile in the AWS shared credentials/config files")
-    m.add_argument("--config", metavar="FILE", help="TOML settings file")
+    _store_arguments(m)
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="mount options: allow_other, ro, uid=, gid=, file_mode=, dir_mode=, capacity=, "
@@ -49,11 +47,32 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--debug", action="store_true", help="log debug messages")
     m.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
+    ls = sub.add_parser("ls", help="list the Proxmox backups, images, ISOs, templates... in BUCKET[/PREFIX]",
+                        description="List what Proxmox VE would see in the storage BUCKET[/PREFIX], "
+                                    "straight from S3 (no mount): backups by VMID and date, disk images, "
+                                    "ISO images, container templates, snippets, import files, and the "
+                                    "objects Proxmox would not list.")
+    ls.add_argument("bucket", metavar="BUCKET[/PREFIX]")
+    ls.add_argument("--json", action="store_true", help="JSON output (schema s3pvefs-ls/1, see README)")
+    _store_arguments(ls)
+    ls.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                    help="settings name=value, as for mount (mount options are accepted and ignored)")
+    ls.add_argument("--debug", action="store_true", help="log debug messages on stderr")
+    ls.set_defaults(log_file=None)
+
     u = sub.add_parser("umount", help="wait for pending uploads, then unmount")
     u.add_argument("mountpoint")
     u.add_argument("--timeout", type=float, default=600.0,
                    help="seconds to wait for the daemon to finish (default 600)")
     return p
+
+
+def _store_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the bucket is and how to sign: the same for every command that talks to S3."""
+    p.add_argument("--endpoint-url", help="S3 endpoint, e.g. http://127.0.0.1:7480 (default: AWS)")
+    p.add_argument("--region", help="signing region (default us-east-1)")
+    p.add_argument("--profile", help="profile in the AWS shared credentials/config files")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file")
 
 
 def build_config(args) -> Config:
@@ -237,11 +256,86 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def cmd_ls(args) -> int:
+    """Print what Proxmox would list in the bucket; errors as for mount (exit codes 2-5)."""
+    config = build_config(args)
+    if args.debug:
+        _setup_logging(args, background=False)
+    else:  # nothing from the libraries on stderr: errors are the one line below
+        logging.getLogger().handlers[:] = [logging.NullHandler()]
+    import trio  # imported late: `s3pvefs --help` stays fast
+
+    from s3pvefs.proxmox import render
+
+    inventory = trio.run(_inventory, config)
+    text = render.to_json(inventory) if args.json else render.to_table(inventory)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `s3pvefs ls | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _client_error(e: Exception, config: Config) -> Exception:
+    """A failure to create the S3 client, as a one-line ConfigError or MountError."""
+    import botocore.exceptions
+
+    from s3pvefs import daemon
+
+    s = config.store
+    if isinstance(e, botocore.exceptions.ProfileNotFound):
+        return ConfigError(f"profile {s.profile!r} not found in the AWS config files")
+    if isinstance(e, botocore.exceptions.InvalidRegionError):
+        return ConfigError(f"region {s.region!r}: not a valid region name")
+    if isinstance(e, ValueError):  # an endpoint URL botocore cannot parse
+        return ConfigError(f"endpoint_url {s.endpoint_url!r}: {e}")
+    if isinstance(e, botocore.exceptions.PartialCredentialsError):
+        return MountError(f"incomplete credentials: {e}", daemon.EXIT_CREDENTIALS)
+    if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.HTTPClientError)):
+        # HTTPClientError: the chain got as far as the instance metadata service, whose
+        # client cannot run under trio: there were no credentials anywhere else.
+        return MountError("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                          "use ~/.aws/credentials, or --profile", daemon.EXIT_CREDENTIALS)
+    return MountError(f"cannot create the S3 client: {e.__class__.__name__}: {e}", daemon.EXIT_OTHER)
+
+
+async def _inventory(config: Config):
+    import botocore.exceptions
+
+    from s3pvefs import daemon
+    from s3pvefs.errors import StoreError
+    from s3pvefs.proxmox import inventory
+    from s3pvefs.store.s3 import S3Store
+
+    s = config.store
+    async with contextlib.AsyncExitStack() as stack:
+        try:  # aiobotocore creates the client, and looks for credentials, only here
+            store = await stack.enter_async_context(S3Store.open(s))
+        except (botocore.exceptions.BotoCoreError, ValueError) as e:
+            raise _client_error(e, config) from None
+        await daemon.check_bucket(store, config)  # the same messages and exit codes as mount
+        try:
+            return await inventory.build(store, s.prefix, bucket=s.bucket)
+        except StoreError as e:  # the bucket answered HEAD but not LIST or GET
+            where = s.endpoint_url or "AWS S3"
+            if e.code in daemon._AUTH_CODES:
+                raise MountError(f"listing bucket {s.bucket!r} at {where} denied: check the credentials "
+                                 f"and the bucket policy ({e.code})", daemon.EXIT_CREDENTIALS) from None
+            if e.code in daemon._MISSING_CODES:
+                raise MountError(f"bucket {s.bucket!r} does not exist at {where}", daemon.EXIT_NO_BUCKET) from None
+            if e.code == "Network":
+                raise MountError(f"cannot reach {where}: {e}", daemon.EXIT_UNREACHABLE) from None
+            raise MountError(f"listing bucket {s.bucket!r} at {where} failed: {e}", daemon.EXIT_OTHER) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "mount":
             return cmd_mount(args)
+        if args.command == "ls":
+            return cmd_ls(args)
         return cmd_umount(args)
     except ConfigError as e:
         print(f"s3pvefs: {e}", file=sys.stderr)
