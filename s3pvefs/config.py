@@ -57,6 +57,10 @@ class CacheConfig:
     # directory is opened (one request per entry, 32 in parallel), for tools like
     # `rsync --delete` that compare the mtimes of a whole listing.
     listing_heads: bool = False
+    # Directories with at most this many files not yet read by HEAD get them read at
+    # opendir anyway (snippets/, template/iso/, images/<vmid>/): a listing then shows
+    # real modes, so a hookscript checked with stat right after `ls` is executable.
+    listing_heads_below: int = 64
     # A name known before whose attributes expired: how long a lookup/stat waits for S3
     # before answering with the last known attributes (Proxmox gives stat 2 s).
     stale_answer_after: float = 0.5

@@ -299,7 +299,8 @@ class Filesystem:
             known = self.cache.stats.get(_join(path, name))  # a HEAD knows more than a LIST
             if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
                 entries[name] = known  # a LIST cannot tell a symlink from a file
-        if self.cfg.cache.listing_heads:
+        unread = sum(1 for s in entries.values() if not s.complete and s.kind == FILE)
+        if unread and (self.cfg.cache.listing_heads or unread <= self.cfg.cache.listing_heads_below):
             await self._complete_entries(path, entries)
         for child in self.table.children(ino):
             if child.local is not None:  # created here, not committed yet
