@@ -277,29 +277,6 @@ def cmd_ls(args) -> int:
     return 0
 
 
-def _client_error(e: Exception, config: Config) -> Exception:
-    """A failure to create the S3 client, as a one-line ConfigError or MountError."""
-    import botocore.exceptions
-
-    from s3pvefs import daemon
-
-    s = config.store
-    if isinstance(e, botocore.exceptions.ProfileNotFound):
-        return ConfigError(f"profile {s.profile!r} not found in the AWS config files")
-    if isinstance(e, botocore.exceptions.InvalidRegionError):
-        return ConfigError(f"region {s.region!r}: not a valid region name")
-    if isinstance(e, ValueError):  # an endpoint URL botocore cannot parse
-        return ConfigError(f"endpoint_url {s.endpoint_url!r}: {e}")
-    if isinstance(e, botocore.exceptions.PartialCredentialsError):
-        return MountError(f"incomplete credentials: {e}", daemon.EXIT_CREDENTIALS)
-    if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.HTTPClientError)):
-        # HTTPClientError: the chain got as far as the instance metadata service, whose
-        # client cannot run under trio: there were no credentials anywhere else.
-        return MountError("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                          "use ~/.aws/credentials, or --profile", daemon.EXIT_CREDENTIALS)
-    return MountError(f"cannot create the S3 client: {e.__class__.__name__}: {e}", daemon.EXIT_OTHER)
-
-
 async def _inventory(config: Config):
     import botocore.exceptions
 
@@ -313,16 +290,16 @@ async def _inventory(config: Config):
         try:  # aiobotocore creates the client, and looks for credentials, only here
             store = await stack.enter_async_context(S3Store.open(s))
         except (botocore.exceptions.BotoCoreError, ValueError) as e:
-            raise _client_error(e, config) from None
+            raise daemon.client_error(e, config) from None
         await daemon.check_bucket(store, config)  # the same messages and exit codes as mount
         try:
             return await inventory.build(store, s.prefix, bucket=s.bucket)
         except StoreError as e:  # the bucket answered HEAD but not LIST or GET
             where = s.endpoint_url or "AWS S3"
-            if e.code in daemon._AUTH_CODES:
+            if e.code in daemon.AUTH_CODES:
                 raise MountError(f"listing bucket {s.bucket!r} at {where} denied: check the credentials "
                                  f"and the bucket policy ({e.code})", daemon.EXIT_CREDENTIALS) from None
-            if e.code in daemon._MISSING_CODES:
+            if e.code in daemon.MISSING_CODES:
                 raise MountError(f"bucket {s.bucket!r} does not exist at {where}", daemon.EXIT_NO_BUCKET) from None
             if e.code == "Network":
                 raise MountError(f"cannot reach {where}: {e}", daemon.EXIT_UNREACHABLE) from None

@@ -7,17 +7,19 @@ signalled, then commit what is still pending and exit.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import signal
 from typing import Callable
 
+import botocore.exceptions
 import pyfuse3
 import trio
 
 from s3pvefs.config import Config
-from s3pvefs.errors import MountError, StoreError
+from s3pvefs.errors import ConfigError, MountError, StoreError
 from s3pvefs.fs.filesystem import Filesystem
 from s3pvefs.fuse.operations import Operations
 from s3pvefs.store.s3 import S3Store
@@ -28,9 +30,9 @@ log = logging.getLogger(__name__)
 EXIT_OTHER, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_NO_BUCKET, EXIT_UNREACHABLE, EXIT_MOUNTPOINT, EXIT_NO_FUSE = \
     1, 2, 3, 4, 5, 6, 7
 
-_AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoCredentials",
+AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoCredentials",
                "InvalidToken", "ExpiredToken"}
-_MISSING_CODES = {"404", "NoSuchBucket"}
+MISSING_CODES = {"404", "NoSuchBucket"}
 
 
 def check_mountpoint(mountpoint: str) -> None:
@@ -49,14 +51,33 @@ async def check_bucket(store: S3Store, config: Config) -> None:
     try:
         await store.check_bucket()
     except StoreError as e:
-        if e.code in _AUTH_CODES:
+        if e.code in AUTH_CODES:
             raise MountError(f"access to bucket {store.bucket!r} at {where} denied: "
                              f"check the credentials and the bucket policy ({e.code})", EXIT_CREDENTIALS)
-        if e.code in _MISSING_CODES:
+        if e.code in MISSING_CODES:
             raise MountError(f"bucket {store.bucket!r} does not exist at {where}", EXIT_NO_BUCKET)
         if e.code == "Network":
             raise MountError(f"cannot reach {where}: {e}", EXIT_UNREACHABLE)
         raise MountError(f"bucket {store.bucket!r} at {where}: {e}", EXIT_OTHER)
+
+
+def client_error(e: Exception, config: Config) -> Exception:
+    """A failure to create the S3 client, as a one-line ConfigError or MountError."""
+    s = config.store
+    if isinstance(e, botocore.exceptions.ProfileNotFound):
+        return ConfigError(f"profile {s.profile!r} not found in the AWS config files")
+    if isinstance(e, botocore.exceptions.InvalidRegionError):
+        return ConfigError(f"region {s.region!r}: not a valid region name")
+    if isinstance(e, ValueError):  # an endpoint URL botocore cannot parse
+        return ConfigError(f"endpoint_url {s.endpoint_url!r}: {e}")
+    if isinstance(e, botocore.exceptions.PartialCredentialsError):
+        return MountError(f"incomplete credentials: {e}", EXIT_CREDENTIALS)
+    if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.HTTPClientError)):
+        # HTTPClientError: the chain got as far as the instance metadata service, whose
+        # client cannot run under trio: there were no credentials anywhere else.
+        return MountError("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                          "use ~/.aws/credentials, or --profile", EXIT_CREDENTIALS)
+    return MountError(f"cannot create the S3 client: {e.__class__.__name__}: {e}", EXIT_OTHER)
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -87,7 +108,11 @@ def return_big_buffers_to_the_system() -> None:
 async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> None:
     check_mountpoint(mountpoint)
     return_big_buffers_to_the_system()
-    async with S3Store.open(config.store) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        try:  # aiobotocore creates the client, and looks for credentials, only here
+            store = await stack.enter_async_context(S3Store.open(config.store))
+        except (botocore.exceptions.BotoCoreError, ValueError) as e:
+            raise client_error(e, config) from None
         await check_bucket(store, config)
         async with trio.open_nursery() as nursery:
             fs = Filesystem(store, config, nursery)

@@ -127,15 +127,11 @@ class S3Store:
             request_checksum_calculation=cfg.checksums,
             response_checksum_validation=cfg.checksums,
         )
-        try:
-            client_cm = session.create_client("s3", endpoint_url=cfg.endpoint_url,
-                                              region_name=cfg.region, config=aio_config)
-        except botocore.exceptions.ProfileNotFound:
-            from s3pvefs.errors import ConfigError
-            raise ConfigError(f"profile {cfg.profile!r} not found in the AWS config files") from None
-        except ValueError as e:  # e.g. an endpoint URL botocore cannot parse
-            from s3pvefs.errors import ConfigError
-            raise ConfigError(f"endpoint_url: {e}") from None
+        # The client (and the credential lookup) is only made on entering: its errors
+        # (no such profile, no credentials, a bad endpoint URL) come from there, and the
+        # daemon and the CLI turn them into one-line messages (daemon.client_error).
+        client_cm = session.create_client("s3", endpoint_url=cfg.endpoint_url,
+                                          region_name=cfg.region, config=aio_config)
         async with client_cm as client:
             yield cls(client, cfg.bucket, content_md5=cfg.content_md5, request_deadline=cfg.request_deadline,
                       min_transfer_rate=cfg.min_transfer_rate)

@@ -133,3 +133,30 @@ def test_secret_never_in_log_or_stderr(s3_server, s3, tmp_path):
     assert texts["log"], "the log file is empty"
     for what, text in texts.items():
         assert SECRET_KEY not in text, f"the secret key appears in the {what}"
+
+
+@pytest.mark.parametrize("case", ["no-profile", "no-credentials", "partial-credentials", "bad-endpoint-url"])
+def test_client_setup_mistakes_are_one_line(s3_server, mp, tmp_path, case):
+    """Errors botocore raises while making the client (the credential chain, the
+    profile, the endpoint URL) are a one-line message and the right exit code."""
+    e = env()
+    args = ["mount", "bucket/pve", str(mp), "--log-file", str(tmp_path / "log"),
+            "-o", f"cache_dir={tmp_path / 'cache'}", "--endpoint-url", s3_server]
+    if case == "no-profile":
+        args += ["--profile", "no-such-profile-s3pvefs"]
+        e["AWS_CONFIG_FILE"] = e["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    elif case == "no-credentials":
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            e.pop(k)
+        e["AWS_CONFIG_FILE"] = e["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    elif case == "partial-credentials":
+        e.pop("AWS_SECRET_ACCESS_KEY")
+    else:
+        args[args.index(s3_server)] = "http://[::1"
+    r = subprocess.run(s3pvefs_cmd() + args, env=e, capture_output=True, text=True, timeout=120)
+    err = one_line(r)
+    expected = {"no-profile": (2, "no-such-profile-s3pvefs"), "no-credentials": (3, "no credentials"),
+                "partial-credentials": (3, "credentials"), "bad-endpoint-url": (2, "endpoint_url")}[case]
+    assert (r.returncode, expected[1] in err) == (expected[0], True), err
+    assert SECRET_KEY not in r.stderr
+    assert not os.path.ismount(mp)
