@@ -212,7 +212,7 @@ def test_change_after_listing_keeps_foreign_metadata(run):
         assert (m["mode"], m["uid"], m["gid"]) == (str(st.S_IFREG | 0o640), "5", "6")
         assert store.objects["pve/d/g"].data == b"abcdef"
 
-    run(body)
+    run(body, cache=CacheConfig(listing_heads_below=0))  # a listing too big to read every header
 
 
 def test_symlink_survives_listing_after_its_stat_expired(run):
@@ -269,3 +269,22 @@ def test_a_relisted_name_that_exists_still_gets_its_headers(run):
         assert s.mode == st.S_IFREG | 0o755 and s.complete
 
     run(body, clock=clock, cache=CacheConfig(stat_ttl=10.0, negative_ttl=5.0, listing_ttl=10.0))
+
+
+def test_small_directories_are_listed_with_their_headers(run):
+    async def body(fs, store):
+        for i in range(3):
+            store.put_outside(f"pve/snippets/s{i}.sh", b"#!/bin/sh\n", {"mode": str(st.S_IFREG | 0o755)})
+        for i in range(65):
+            store.put_outside(f"pve/dump/f{i:02d}", b"x")
+        snippets, _ = await fs.lookup(ROOT, b"snippets")
+        dump, _ = await fs.lookup(ROOT, b"dump")
+        store.reset_counts()
+        assert {n: s.mode for n, s in (await names(fs, snippets.ino)).items()} == \
+            {f"s{i}.sh": st.S_IFREG | 0o755 for i in range(3)}
+        assert store.calls["head"] == 3
+        store.reset_counts()
+        assert len(await names(fs, dump.ino)) == 65  # above listing_heads_below (64): LIST only
+        assert store.calls["head"] == 0
+
+    run(body)
