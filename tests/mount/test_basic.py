@@ -202,10 +202,11 @@ def _rsync_source(tmp_path):
 
 
 def test_listing_shows_list_attributes_by_default(mount, tmp_path):
-    """The documented trade-off: a fresh listing is LISTs only, so entries show the
-    upload time and the default mode until their headers are read; a stat after the
-    kernel's copy expires (listing_ttl) reads the real ones."""
-    m = mount(options=["listing_ttl=2"])
+    """The documented trade-off for big directories (more than listing_heads_below
+    unread files; 0 here, so 5 files count as big): a fresh listing is LISTs only, so
+    entries show the upload time and the default mode until their headers are read; a
+    stat after the kernel's copy expires (listing_ttl) reads the real ones."""
+    m = mount(options=["listing_ttl=2", "listing_heads_below=0"])
     src = _rsync_source(tmp_path)
     sh(f"rsync -a {src}/ {m.path('dst')}/")
     m.remount()
@@ -216,8 +217,18 @@ def test_listing_shows_list_attributes_by_default(mount, tmp_path):
     assert stat.S_IMODE(st.st_mode) == 0o600 and int(st.st_mtime) == 1_600_000_000
 
 
+def test_small_directory_listing_shows_real_attributes(mount, tmp_path):
+    """At most listing_heads_below (64) unread files: opendir reads their headers."""
+    m = mount()
+    src = _rsync_source(tmp_path)
+    sh(f"rsync -a {src}/ {m.path('dst')}/")
+    m.remount()
+    out = sh(f"ls -ln --time-style=+%s {m.path('dst')}").stdout
+    assert out.count("-rw------- 1 0 0") == 5 and out.count(" 1600000000 ") == 5, out
+
+
 def test_rsync_delete_after_remount_transfers_nothing_with_listing_heads(mount, tmp_path):
-    m = mount(options=["listing_heads=true"])
+    m = mount(options=["listing_heads=true", "listing_heads_below=0"])
     src = _rsync_source(tmp_path)
     sh(f"rsync -a {src}/ {m.path('dst')}/")
     m.remount()
