@@ -22,6 +22,7 @@ from s3pvefs.config import Config
 from s3pvefs.errors import ConfigError, MountError, StoreError
 from s3pvefs.fs.filesystem import Filesystem
 from s3pvefs.fuse.operations import Operations
+from s3pvefs.notify import notify
 from s3pvefs.store.s3 import S3Store
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> Non
             try:
                 log.info("mounted %s on %s", config.store.bucket, mountpoint)
                 ready()
-                nursery.start_soon(_watch_signals)
+                notify("READY=1", f"STATUS=mounted {config.store.bucket} on {mountpoint}")
+                nursery.start_soon(_watch_signals, fs)
                 if config.mount.usage_interval:
                     nursery.start_soon(fs.usage.run)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)
@@ -133,9 +135,12 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> Non
             nursery.cancel_scope.cancel()
 
 
-async def _watch_signals() -> None:
+async def _watch_signals(fs: Filesystem) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("signal %d: unmounting", signum)
+            pending = sum(1 for inode in fs.table.with_local() if inode.local.dirty)
+            log.info("signal %d: unmounting, %d files still to commit", signum, pending)
+            # systemd waits (TimeoutStopSec) while the uploads drain.
+            notify("STOPPING=1", f"STATUS=unmounting: committing {pending} files still open")
             pyfuse3.terminate()
             return
