@@ -43,6 +43,13 @@ class StoreConfig:
     # so SigV4 need not hash the body too (on the event loop: a quarter of its time).
     content_md5: bool = True
     max_connections: int = 32
+    # aws, ceph, minio, wasabi, b2, r2: sets the provider's known quirks (PRESETS) for
+    # every setting left at its default; "" = none.
+    provider: str = ""
+    # A file holding aws_access_key_id / aws_secret_access_key (the AWS credentials file
+    # format), owned by root and not readable by group or others; "" = systemd
+    # credentials ($CREDENTIALS_DIRECTORY) or botocore's chain (environment, profile).
+    credentials_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ class ReadConfig:
 
 @dataclass(frozen=True)
 class MountOptions:
+    mountpoint: str = ""  # for `s3pvefs mount NAME` (/etc/s3pvefs/NAME.toml)
     allow_other: bool = False
     read_only: bool = False
     uid: int = 0  # owner of objects that carry no x-amz-meta-uid
@@ -185,16 +193,51 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {expected}, got {value!r}")
 
 
-def _build_section(cls, table: dict, where: str):
+def _build_section(base, table: dict, where: str):
+    """base (a section's dataclass instance) with the file's values for it."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(base)}
     values = {}
     for key, value in table.items():
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown setting (known: {', '.join(known)})")
         values[key] = _coerce(known[key], value, f"{where}.{key}")
-    return cls(**values)
+    return replace(base, **values)
+
+
+# What each provider needs beyond the defaults (path-style addressing and no CRC32
+# headers are already the defaults, as most S3 compatibles need them).
+PRESETS: dict[str, dict[str, dict[str, object]]] = {
+    "aws": {"store": {"addressing_style": "virtual", "checksums": "when_supported"}},
+    "ceph": {},
+    "minio": {},
+    "wasabi": {},
+    "b2": {"store": {"content_md5": True}},  # B2 wants an MD5 on uploads
+    "r2": {"store": {"region": "auto"}, "write": {"uniform_parts": True}},  # equal parts only
+}
+
+
+def with_preset(config: Config, provider: str, where: str = "provider") -> Config:
+    """Apply a provider's quirks to every setting still at its default value."""
+    if provider not in PRESETS:
+        raise ConfigError(f"{where}: unknown provider {provider!r} (known: {', '.join(PRESETS)})")
+    for section_name, values in PRESETS[provider].items():
+        section = getattr(config, section_name)
+        defaults = type(section)()
+        keep = {k: v for k, v in values.items() if getattr(section, k) == getattr(defaults, k)}
+        config = replace(config, **{section_name: replace(section, **keep)})
+    return replace(config, store=replace(config.store, provider=provider))
+
+
+CONFIG_DIR = "/etc/s3pvefs"
+
+
+def config_path(name: str) -> str:
+    """/etc/s3pvefs/NAME.toml ($S3PVEFS_CONFIG_DIR moves the directory, for tests)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"{name!r}: a config name is letters, digits, '.', '_' and '-'")
+    return os.path.join(os.environ.get("S3PVEFS_CONFIG_DIR", CONFIG_DIR), f"{name}.toml")
 
 
 def load_file(path: str) -> Config:
@@ -208,13 +251,16 @@ def load_file(path: str) -> Config:
         raise ConfigError(f"{path}: permission denied") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    sections = {f.name: f for f in fields(Config)}
-    built = {}
+    sections = {f.name for f in fields(Config)}
+    config = Config()
+    provider = data.get("store", {}).get("provider") if isinstance(data.get("store"), dict) else None
+    if provider:  # first, so that whatever the file says wins over the preset
+        config = with_preset(config, str(provider), f"{path}: store.provider")
     for name, table in data.items():
         if name not in sections:
-            raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(sections)})")
-        built[name] = _build_section(sections[name].default_factory, table, f"{path}: {name}")
-    return Config(**built)
+            raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(sorted(sections))})")
+        config = replace(config, **{name: _build_section(getattr(config, name), table, f"{path}: {name}")})
+    return config
 
 
 # -o options: the mount's own, plus fstab words that mean nothing here.
@@ -246,11 +292,13 @@ def apply_options(config: Config, options: list[str]) -> Config:
             config = replace(config, **{section: replace(getattr(config, section), **{name: value})})
             continue
         name, sep, value = word.partition("=")
-        if not sep or name not in targets or name in ("bucket", "prefix"):
+        if not sep or name not in targets or name in ("bucket", "prefix", "mountpoint"):
             raise ConfigError(f"-o {word}: unknown mount option")
         section, f = targets[name]
         coerced = _coerce(f, value, f"-o {name}")
         config = replace(config, **{section: replace(getattr(config, section), **{name: coerced})})
+        if name == "provider" and coerced:
+            config = with_preset(config, coerced, f"-o {word}")
     return config
 
 

@@ -20,6 +20,7 @@ import trio
 from aiobotocore.config import AioConfig
 from aiobotocore.httpxsession import HttpxSession
 
+from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
 from s3pvefs.errors import StoreError
 from s3pvefs.store.base import ListPage, MultipartUpload, ObjectInfo, PartEtag
@@ -130,6 +131,9 @@ class S3Store:
         # The client (and the credential lookup) is only made on entering: its errors
         # (no such profile, no credentials, a bad endpoint URL) come from there, and the
         # daemon and the CLI turn them into one-line messages (daemon.client_error).
+        keys = credentials.resolve(cfg)  # None: botocore's chain (environment, profile)
+        if keys is not None:
+            session.set_credentials(*keys)
         client_cm = session.create_client("s3", endpoint_url=cfg.endpoint_url,
                                           region_name=cfg.region, config=aio_config)
         async with client_cm as client:

@@ -1,0 +1,57 @@
+"""Where the S3 keys come from, by reference only (never a setting's value, never a
+command line): a root-only credentials file, systemd credentials, or botocore's own
+chain (environment, shared files, profile). Nothing here logs a key."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import stat
+
+from s3pvefs.config import StoreConfig
+from s3pvefs.errors import ConfigError
+
+KEYS = ("aws_access_key_id", "aws_secret_access_key")
+
+
+def resolve(cfg: StoreConfig) -> tuple[str, str] | None:
+    """(access key, secret key), or None for botocore's chain."""
+    if cfg.credentials_file:
+        return _from_file(cfg.credentials_file, cfg.profile or "default")
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")  # systemd LoadCredential=
+    if directory and all(os.path.exists(os.path.join(directory, k)) for k in KEYS):
+        values = []
+        for k in KEYS:
+            with open(os.path.join(directory, k)) as f:
+                values.append(f.read().strip())
+        return values[0], values[1]
+    return None
+
+
+def _from_file(path: str, section: str) -> tuple[str, str]:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"credentials_file {path}: {e.strerror}") from None
+    owner_ok = st.st_uid == 0 or st.st_uid == os.geteuid()
+    if not owner_ok or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"credentials_file {path}: must be owned by root and not readable by group or "
+                          f"others (now mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}): "
+                          f"chown root {path} && chmod 600 {path}")
+    with open(path) as f:
+        text = f.read()
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text if text.lstrip().startswith("[") else "[default]\n" + text)
+    except configparser.Error:
+        raise ConfigError(f"credentials_file {path}: not in the AWS credentials format "
+                          f"(aws_access_key_id = ... / aws_secret_access_key = ...)") from None
+    if not parser.has_section(section):
+        raise ConfigError(f"credentials_file {path}: no [{section}] section")
+    values = []
+    for key in KEYS:
+        value = parser.get(section, key, fallback="").strip()
+        if not value:
+            raise ConfigError(f"credentials_file {path}: [{section}] has no {key}")
+        values.append(value)
+    return values[0], values[1]
