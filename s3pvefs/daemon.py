@@ -18,6 +18,7 @@ import botocore.exceptions
 import pyfuse3
 import trio
 
+from s3pvefs import status
 from s3pvefs.config import Config
 from s3pvefs.errors import ConfigError, MountError, StoreError
 from s3pvefs.fs.filesystem import Filesystem
@@ -106,7 +107,7 @@ def return_big_buffers_to_the_system() -> None:
         pass
 
 
-async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> None:
+async def run(config: Config, mountpoint: str, ready: Callable[[], None], status_socket: str | None = None) -> None:
     check_mountpoint(mountpoint)
     return_big_buffers_to_the_system()
     async with contextlib.AsyncExitStack() as stack:
@@ -124,6 +125,8 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> Non
                 ready()
                 notify("READY=1", f"STATUS=mounted {config.store.bucket} on {mountpoint}")
                 nursery.start_soon(_watch_signals, fs)
+                if status_socket:
+                    nursery.start_soon(status.serve, status_socket, lambda: status.snapshot(fs, store))
                 if config.mount.usage_interval:
                     nursery.start_soon(fs.usage.run)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)
@@ -136,8 +139,14 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None]) -> Non
 
 
 async def _watch_signals(fs: Filesystem) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:  # logrotate moved the log file: write to a new one
+                for handler in logging.getLogger().handlers:
+                    if isinstance(handler, logging.FileHandler):
+                        handler.close()  # reopened at the next message
+                log.info("SIGHUP: log file reopened")
+                continue
             pending = sum(1 for inode in fs.table.with_local() if inode.local.dirty)
             log.info("signal %d: unmounting, %d files still to commit", signum, pending)
             # systemd waits (TimeoutStopSec) while the uploads drain.

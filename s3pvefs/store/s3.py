@@ -8,6 +8,7 @@ jitter, throttling codes honoured), bounded by StoreConfig.max_attempts.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import hashlib
 import io
@@ -103,6 +104,10 @@ class S3Store:
         self._content_md5 = content_md5
         self._deadline = request_deadline
         self._min_rate = min_transfer_rate
+        # For `s3pvefs status`: requests by operation, and failures (after botocore's own
+        # retries) by error code.
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
 
     async def _body(self, data: bytes) -> dict:
         body = {"Body": _Body(data)}
@@ -152,11 +157,18 @@ class S3Store:
                              transient=True)
 
     async def _call(self, op: str, key: str, nbytes: int = 0, **kwargs):
+        self.requests[op] += 1
         try:
             with self._bounded(op, key, nbytes):
                 return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            raise _translate(op, key, e) from None
+            error = _translate(op, key, e)
+            if error.code not in _NOT_FOUND:  # a lookup of an absent name is no failure
+                self.errors[error.code] += 1
+            raise error from None
+        except StoreError as e:  # the deadline
+            self.errors[e.code] += 1
+            raise
 
     async def check_bucket(self) -> None:
         """HeadBucket; StoreError with code 404/403/Network on failure."""

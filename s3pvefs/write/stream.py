@@ -77,6 +77,7 @@ class StreamedFile:
         self._upload: _Upload | None = None
         self._data_parts = 0  # over the stream's whole life: drives the part-size plan
         self._sending = 0  # part uploads running
+        self.stored = 0  # bytes of this stream's parts S3 has confirmed (for `s3pvefs status`)
         self._changed = trio.Event()
         self._closed = False
         budget.holders.add(self)
@@ -96,6 +97,11 @@ class StreamedFile:
 
     def buffered(self) -> int:
         return len(self.buf)
+
+    def progress(self) -> dict[str, int]:
+        """Bytes written so far, handed to part uploads, and confirmed stored by S3."""
+        return {"written": self.end, "sent": self.base, "stored": min(self.base, self.committed + self.stored),
+                "parts_in_flight": self._sending, "buffered": len(self.buf)}
 
     def read(self, offset: int, size: int) -> bytes | None:
         """Bytes still in memory, or None when [offset, offset+size) was sent already."""
@@ -241,6 +247,7 @@ class StreamedFile:
                 return
             etag = await self._store.upload_part(upload.key, upload.upload_id, number, body)
             upload.etags.append(PartEtag(number, etag))
+            self.stored += len(body)
         except Exception as e:
             self._fail(upload, e)
         finally:

@@ -1,0 +1,130 @@
+"""`s3pvefs status MOUNTPOINT`: what the daemon is doing, from the daemon itself.
+
+The daemon answers on a unix socket next to its pid file (/run/s3pvefs/<hash>.sock,
+root only) with one JSON snapshot per connection: files not yet committed (streamed
+or staged, bytes written / sent / confirmed stored, parts in flight), memory and
+local disk in use, S3 requests and failures. The command polls it: rate and ETA come
+from two snapshots a second apart, and on a terminal it redraws every second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import trio
+
+SCHEMA = "s3pvefs-status/1"
+
+
+def snapshot(fs, store) -> dict:
+    files = []
+    for inode in fs.table.with_local():
+        local = inode.local
+        if not local.dirty and local.stream is None:
+            continue
+        entry = {"path": fs.path(inode) if inode.attached else None, "open_handles": inode.open_handles}
+        if local.stream is not None:
+            entry.update(kind="streamed", **local.stream.progress())
+        elif local.staged is not None:
+            entry.update(kind="staged", written=local.stat.size, sent=0, stored=0, parts_in_flight=0)
+        else:
+            entry.update(kind="attributes", written=0, sent=0, stored=0, parts_in_flight=0)
+        files.append(entry)
+    return {
+        "schema": SCHEMA,
+        "time": time.time(),
+        "pid": os.getpid(),
+        "files": sorted(files, key=lambda f: f["path"] or ""),
+        "memory": {"write_used": fs.budget.used, "write_limit": fs.budget.limit,
+                   "read_used": fs.read_budget.used, "read_limit": fs.read_budget.limit},
+        "staging_bytes": sum(i.local.stat.size for i in fs.table.with_local()
+                             if i.local.staged is not None),
+        "requests": dict(getattr(store, "requests", {})),
+        "errors": dict(getattr(store, "errors", {})),
+    }
+
+
+async def serve(path: str, make_snapshot) -> None:
+    """Answer every connection on path with one JSON snapshot (root only: 0600)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    try:
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                async with stream:
+                    try:
+                        await stream.send_all(json.dumps(make_snapshot()).encode() + b"\n")
+                    except trio.BrokenResourceError:
+                        pass
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def fetch(path: str, timeout: float = 5.0) -> dict:
+    """One snapshot from the daemon; OSError if it does not answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data)
+
+
+def _size(n: float) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def with_rates(before: dict, after: dict) -> dict:
+    """after, each file with rate (bytes/s confirmed stored) from the two snapshots."""
+    dt = max(after["time"] - before["time"], 1e-6)
+    earlier = {f["path"]: f for f in before["files"]}
+    for f in after["files"]:
+        prev = earlier.get(f["path"])
+        f["rate"] = max(0.0, (f["stored"] - prev["stored"]) / dt) if prev else None
+        f["eta_seconds"] = (f["written"] - f["stored"]) / f["rate"] if f["rate"] else None
+    return after
+
+
+def render(snap: dict, mountpoint: str) -> str:
+    lines = [f"s3pvefs on {mountpoint} (pid {snap['pid']})"]
+    if not snap["files"]:
+        lines.append("no uploads pending")
+    else:
+        w = max(4, *(len(f["path"] or "(unlinked)") for f in snap["files"]))
+        lines.append(f"{'FILE':{w}} {'KIND':9} {'WRITTEN':>10} {'STORED':>10} {'PARTS':>5} {'RATE':>11} "
+                     f"{'ETA':>6}")
+        for f in snap["files"]:
+            rate = f.get("rate")
+            rate_txt = f"{_size(rate)}/s" if rate else "-"
+            left = f["written"] - f["stored"]
+            eta = f"{left / rate:.0f} s" if rate else "-"
+            lines.append(f"{f['path'] or '(unlinked)':{w}} {f['kind']:9} {_size(f['written']):>10} "
+                         f"{_size(f['stored']):>10} {f['parts_in_flight']:>5} {rate_txt:>11} {eta:>6}")
+        lines.append("(ETA: to store what is written so far; the writer may still be adding more)")
+    m = snap["memory"]
+    lines.append(f"memory: writes {_size(m['write_used'])} of {_size(m['write_limit'])}, "
+                 f"read-ahead {_size(m['read_used'])} of {_size(m['read_limit'])}; "
+                 f"local staging {_size(snap['staging_bytes'])}")
+    requests = ", ".join(f"{k} {v}" for k, v in sorted(snap["requests"].items())) or "none"
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(snap["errors"].items())) or "none"
+    lines.append(f"S3 requests: {requests}")
+    lines.append(f"S3 failures (after retries): {errors}")
+    return "\n".join(lines) + "\n"
