@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import logging
 import logging.handlers
 import os
@@ -21,7 +22,7 @@ import time
 from dataclasses import replace
 
 from s3pvefs import __version__
-from s3pvefs.config import Config, apply_options, load_file, split_bucket, validate
+from s3pvefs.config import Config, apply_options, config_path, load_file, split_bucket, validate
 from s3pvefs.errors import ConfigError, MountError
 
 log = logging.getLogger("s3pvefs")
@@ -35,9 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"s3pvefs {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("mount", help="mount BUCKET[/PREFIX] on MOUNTPOINT")
-    m.add_argument("bucket", metavar="BUCKET[/PREFIX]")
-    m.add_argument("mountpoint")
+    m = sub.add_parser("mount", help="mount BUCKET[/PREFIX] on MOUNTPOINT, or what /etc/s3pvefs/NAME.toml says")
+    m.add_argument("bucket", metavar="NAME | BUCKET[/PREFIX]",
+                   help="NAME alone: bucket, prefix and mountpoint from /etc/s3pvefs/NAME.toml")
+    m.add_argument("mountpoint", nargs="?")
     _store_arguments(m)
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -60,6 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--debug", action="store_true", help="log debug messages on stderr")
     ls.set_defaults(log_file=None)
 
+    c = sub.add_parser("check", help="test the way to BUCKET[/PREFIX] step by step: DNS, TCP, TLS, "
+                                     "credentials, clock, bucket, writes",
+                       description="Connectivity test: one PASS/FAIL/SKIP line per step (DNS, TCP, TLS, "
+                                   "authentication, clock skew, bucket, put/get/head/delete of a probe "
+                                   "object under the prefix, a multipart upload, a server-side copy), "
+                                   "with the likely cause of a failure. Exit 0: all passed; 1: a check "
+                                   "failed; 2: bad option or config.")
+    c.add_argument("bucket", metavar="BUCKET[/PREFIX]", nargs="?",
+                   help="default: bucket and prefix of the [store] section of --config")
+    _store_arguments(c)
+    c.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                   help="settings name=value, as for mount (mount options are accepted and ignored)")
+    c.add_argument("--debug", action="store_true", help="log debug messages on stderr")
+    c.set_defaults(log_file=None)
+
+    st = sub.add_parser("status", help="what the daemon on MOUNTPOINT is doing: uploads, memory, requests")
+    st.add_argument("mountpoint")
+    st.add_argument("--json", action="store_true", help="one JSON snapshot (schema s3pvefs-status/1)")
+    st.add_argument("--once", action="store_true", help="print once even on a terminal")
+
     u = sub.add_parser("umount", help="wait for pending uploads, then unmount")
     u.add_argument("mountpoint")
     u.add_argument("--timeout", type=float, default=600.0,
@@ -76,7 +98,16 @@ def _store_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args) -> Config:
-    config = load_file(args.config) if args.config else Config()
+    if getattr(args, "mountpoint", "") is None:  # `mount NAME`: everything from the file
+        path = args.config or config_path(args.bucket)
+        config = load_file(path)
+        if not config.store.bucket or not config.mount.mountpoint:
+            raise ConfigError(f"{path}: needs store.bucket and mount.mountpoint to mount by name")
+        args.bucket = f"{config.store.bucket}/{config.store.prefix}"
+        args.mountpoint = config.mount.mountpoint
+        args.named = True
+    else:
+        config = load_file(args.config) if args.config else Config()
     bucket, prefix = split_bucket(args.bucket)
     overrides = {k: v for k, v in (("endpoint_url", args.endpoint_url), ("region", args.region),
                                    ("profile", args.profile)) if v}
@@ -113,7 +144,12 @@ def _report(fd: int | None, message: str) -> None:
 
 
 def cmd_mount(args) -> int:
-    config = build_config(args)
+    config = build_config(args)  # for `mount NAME` it also sets args.mountpoint
+    if getattr(args, "named", False) and not os.path.exists(args.mountpoint):
+        try:  # the unit has no other place to create it
+            os.makedirs(args.mountpoint, mode=0o755)
+        except OSError as e:
+            raise MountError(f"cannot create mountpoint {args.mountpoint}: {e.strerror}", 6) from None
     mountpoint = os.path.realpath(args.mountpoint)
     if not args.foreground:
         return _spawn_daemon(args)
@@ -127,7 +163,7 @@ def cmd_mount(args) -> int:
         _report(args.ready_fd, "OK")
 
     try:
-        trio.run(daemon.run, config, mountpoint, ready)
+        trio.run(daemon.run, config, mountpoint, ready, _status_socket(mountpoint))
     except MountError as e:
         _report(args.ready_fd, f"ERR {e.exit_code} {e}")
         log.error("%s", e)
@@ -192,6 +228,40 @@ def _run_dir() -> str:
 
 def _pidfile(mountpoint: str) -> str:
     return os.path.join(_run_dir(), hashlib.sha1(mountpoint.encode()).hexdigest()[:16] + ".pid")
+
+
+def _status_socket(mountpoint: str) -> str:
+    return _pidfile(mountpoint)[:-len(".pid")] + ".sock"
+
+
+def cmd_status(args) -> int:
+    """Uploads in progress, memory, local disk and S3 requests of the daemon on MOUNTPOINT."""
+    from s3pvefs import status
+
+    mountpoint = os.path.realpath(args.mountpoint)
+    path = _status_socket(mountpoint)
+    try:
+        before = status.fetch(path)
+        live = sys.stdout.isatty() and not args.json and not args.once
+        while True:
+            time.sleep(1.0)
+            after = status.with_rates(before, status.fetch(path))
+            if args.json:
+                print(json.dumps(after, indent=2))
+                return 0
+            text = status.render(after, mountpoint)
+            if not live:
+                sys.stdout.write(text)
+                return 0
+            sys.stdout.write("\x1b[H\x1b[2J" + text + "(Ctrl-C to quit)\n")
+            sys.stdout.flush()
+            before = after
+    except OSError:
+        print(f"s3pvefs: no s3pvefs daemon answers for {mountpoint} (not mounted by s3pvefs, "
+              f"or not as this user)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
 
 
 def _write_pidfile(mountpoint: str) -> None:
@@ -306,6 +376,29 @@ async def _inventory(config: Config):
             raise MountError(f"listing bucket {s.bucket!r} at {where} failed: {e}", daemon.EXIT_OTHER) from None
 
 
+def cmd_check(args) -> int:
+    """The connectivity test of s3pvefs/check.py: 0 all passed, 1 a check failed."""
+    from s3pvefs import check
+
+    if args.bucket is None:  # `check --config FILE`: the bucket the file names
+        args.bucket = check.bucket_from_file(args.config)
+    config = build_config(args)
+    if args.debug:
+        _setup_logging(args, background=False)
+    else:  # nothing from the libraries: the report is the output
+        logging.getLogger().handlers[:] = [logging.NullHandler()]
+    import trio
+
+    try:
+        return trio.run(check.check, config, sys.stdout)
+    except MountError as e:  # not expected: the steps report their failures themselves
+        print(f"s3pvefs: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `s3pvefs check | head`: the probe objects were removed all the same
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -313,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_mount(args)
         if args.command == "ls":
             return cmd_ls(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "check":
+            return cmd_check(args)
         return cmd_umount(args)
     except ConfigError as e:
         print(f"s3pvefs: {e}", file=sys.stderr)

@@ -132,3 +132,40 @@ def test_fstab_helper_mounts_with_mount_words(s3, s3_server, tmp_path):
     assert not os.path.ismount(mp)
     r = subprocess.run([str(bindir / "mount.fuse.s3pvefs"), "only-one-arg"], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_mount_by_name_with_a_root_only_credentials_file(s3, s3_server, tmp_path):
+    """`s3pvefs mount NAME` reads /etc/s3pvefs/NAME.toml (here $S3PVEFS_CONFIG_DIR):
+    bucket, prefix, mountpoint, settings, and the keys from a credentials file, which
+    is refused while group or others can read it."""
+    from tests.mount.conftest import ACCESS_KEY, SECRET_KEY
+    bucket = "by-name"
+    s3.create_bucket(Bucket=bucket)
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    creds = tmp_path / "creds"
+    creds.write_text(f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    os.chmod(creds, 0o640)
+    (tmp_path / "backups.toml").write_text(
+        f'[store]\nprovider = "minio"\nbucket = "{bucket}"\nprefix = "pve"\nendpoint_url = "{s3_server}"\n'
+        f'credentials_file = "{creds}"\n[cache]\ncache_dir = "{tmp_path / "cache"}"\n'
+        f'[mount]\nmountpoint = "{mp}"\ncapacity = "3T"\n')
+    e = env()
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        e.pop(k)  # only the file has the keys
+    e["S3PVEFS_CONFIG_DIR"] = str(tmp_path)
+    r = subprocess.run(s3pvefs_cmd() + ["mount", "backups"], env=e, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not readable by group or others" in r.stderr and "Traceback" not in r.stderr
+    assert SECRET_KEY not in r.stderr
+    os.chmod(creds, 0o600)
+    r = subprocess.run(s3pvefs_cmd() + ["mount", "backups"], env=e, capture_output=True, text=True, timeout=120)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert os.path.ismount(mp)
+        (mp / "x").write_text("by name")
+        assert s3.get_object(Bucket=bucket, Key="pve/x")["Body"].read() == b"by name"
+        st = os.statvfs(mp)
+        assert st.f_blocks * st.f_frsize == 3 << 40
+    finally:
+        subprocess.run(s3pvefs_cmd() + ["umount", str(mp)], env=e, capture_output=True, timeout=120)
+    assert not os.path.ismount(mp)
