@@ -1,8 +1,9 @@
-"""Command line: s3pvefs mount | umount | ls.
+"""Command line: s3pvefs mount | umount | ls | check | status.
 
 User mistakes print one line on stderr and exit with a distinct code, never a
-traceback. Credentials come from botocore's chain (environment, shared
-credentials file, --profile), never from the command line.
+traceback. Credentials come by reference (a root-only credentials_file, systemd
+credentials, or botocore's chain: environment, shared files, --profile), never
+from the command line.
 """
 
 from __future__ import annotations
