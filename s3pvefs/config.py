@@ -120,6 +120,7 @@ class MountOptions:
     # Seconds between background counts of the bytes under the prefix (a LIST of every
     # object) that statfs then reports as used; 0: never count, report nothing used.
     usage_interval: float = 0.0
+    metrics_port: int = 0  # Prometheus metrics on 127.0.0.1:PORT/metrics; 0 = off
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,9 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
                 nursery.start_soon(_watch_signals, fs)
                 if status_socket:
                     nursery.start_soon(status.serve, status_socket, lambda: status.snapshot(fs, store))
+                if config.mount.metrics_port:
+                    from s3pvefs import metrics  # prometheus-client only when asked for
+                    nursery.start_soon(metrics.serve, config.mount.metrics_port, lambda: status.snapshot(fs, store))
                 if config.mount.usage_interval:
                     nursery.start_soon(fs.usage.run)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)

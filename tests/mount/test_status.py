@@ -61,3 +61,21 @@ def test_sighup_reopens_the_log_file(mount):
         time.sleep(0.1)
     assert os.path.ismount(m.mp)
     subprocess.run(["ls", m.mp], check=True)
+
+
+def test_prometheus_metrics_on_localhost(mount):
+    import urllib.error
+    import urllib.request
+
+    from tests.mount.conftest import free_port
+    port = free_port()
+    m = mount([f"metrics_port={port}"])
+    with open(m.path("a.txt"), "w") as f:
+        f.write("x" * 1000)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 's3pvefs_s3_requests_total{operation="put_object"} 1.0' in body, body
+    assert "s3pvefs_pending_files 0.0" in body
+    assert 's3pvefs_memory_bytes{budget="write",what="limit"} 2.68435456e+08' in body
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
+    assert e.value.code == 404
