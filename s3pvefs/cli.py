@@ -70,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "object under the prefix, a multipart upload, a server-side copy), "
                                    "with the likely cause of a failure. Exit 0: all passed; 1: a check "
                                    "failed; 2: bad option or config.")
-    c.add_argument("bucket", metavar="BUCKET[/PREFIX]", nargs="?",
-                   help="default: bucket and prefix of the [store] section of --config")
+    c.add_argument("bucket", metavar="NAME | BUCKET[/PREFIX]", nargs="?",
+                   help="NAME: the settings of /etc/s3pvefs/NAME.toml; default: bucket and prefix of "
+                        "the [store] section of --config")
     _store_arguments(c)
     c.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="settings name=value, as for mount (mount options are accepted and ignored)")
@@ -381,6 +382,9 @@ def cmd_check(args) -> int:
     """The connectivity test of s3pvefs/check.py: 0 all passed, 1 a check failed."""
     from s3pvefs import check
 
+    if (args.bucket and "/" not in args.bucket and not args.config and not args.endpoint_url
+            and os.path.exists(config_path(args.bucket))):  # `check NAME`: /etc/s3pvefs/NAME.toml
+        args.config, args.bucket = config_path(args.bucket), None
     if args.bucket is None:  # `check --config FILE`: the bucket the file names
         args.bucket = check.bucket_from_file(args.config)
     config = build_config(args)

@@ -46,6 +46,9 @@ class StoreConfig:
     # aws, ceph, minio, wasabi, b2, r2: sets the provider's known quirks (PRESETS) for
     # every setting left at its default; "" = none.
     provider: str = ""
+    # Error codes (or HTTP statuses) a provider answers throttling with beyond the
+    # standard ones botocore retries, comma-separated: retried with backoff.
+    throttle_codes: str = ""
     # A file holding aws_access_key_id / aws_secret_access_key (the AWS credentials file
     # format), owned by root and not readable by group or others; "" = systemd
     # credentials ($CREDENTIALS_DIRECTORY) or botocore's chain (environment, profile).
@@ -215,7 +218,8 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
     "minio": {},
     "wasabi": {},
     "b2": {"store": {"content_md5": True}},  # B2 wants an MD5 on uploads
-    "r2": {"store": {"region": "auto"}, "write": {"uniform_parts": True}},  # equal parts only
+    # equal parts only; throttling answered with 403 (so an access denial is retried too)
+    "r2": {"store": {"region": "auto", "throttle_codes": "AccessDenied,403"}, "write": {"uniform_parts": True}},
 }
 
 

@@ -44,6 +44,7 @@ def snapshot(fs, store) -> dict:
                              if i.local.staged is not None),
         "requests": dict(getattr(store, "requests", {})),
         "errors": dict(getattr(store, "errors", {})),
+        "retries": dict(getattr(store, "retries", {})),
     }
 
 
@@ -127,4 +128,6 @@ def render(snap: dict, mountpoint: str) -> str:
     errors = ", ".join(f"{k} {v}" for k, v in sorted(snap["errors"].items())) or "none"
     lines.append(f"S3 requests: {requests}")
     lines.append(f"S3 failures (after retries): {errors}")
+    retries = ", ".join(f"{k} {v}" for k, v in sorted(snap.get("retries", {}).items())) or "none"
+    lines.append(f"S3 retries of provider throttling (throttle_codes): {retries}")
     return "\n".join(lines) + "\n"

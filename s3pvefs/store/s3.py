@@ -98,7 +98,8 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
 
 class S3Store:
     def __init__(self, client, bucket: str, content_md5: bool = True, request_deadline: float = 20.0,
-                 min_transfer_rate: int = 1 << 20):
+                 min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
+                 max_attempts: int = 5):
         self._client = client
         self.bucket = bucket
         self._content_md5 = content_md5
@@ -108,6 +109,9 @@ class S3Store:
         # retries) by error code.
         self.requests: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
+        self.retries: collections.Counter[str] = collections.Counter()  # of throttle_codes answers
+        self._throttle_codes = throttle_codes
+        self._max_attempts = max_attempts
 
     async def _body(self, data: bytes) -> dict:
         body = {"Body": _Body(data)}
@@ -143,7 +147,8 @@ class S3Store:
                                           region_name=cfg.region, config=aio_config)
         async with client_cm as client:
             yield cls(client, cfg.bucket, content_md5=cfg.content_md5, request_deadline=cfg.request_deadline,
-                      min_transfer_rate=cfg.min_transfer_rate)
+                      min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,
+                      throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()))
 
     @contextlib.contextmanager
     def _bounded(self, op: str, key: str, nbytes: int = 0):
@@ -160,15 +165,29 @@ class S3Store:
         self.requests[op] += 1
         try:
             with self._bounded(op, key, nbytes):
-                return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            error = _translate(op, key, e)
-            if error.code not in _NOT_FOUND:  # a lookup of an absent name is no failure
-                self.errors[error.code] += 1
-            raise error from None
-        except StoreError as e:  # the deadline
-            self.errors[e.code] += 1
+                return await self._attempts(op, key, kwargs)
+        except StoreError as e:
+            if e.code not in _NOT_FOUND:  # a lookup of an absent name is no failure
+                self.errors[e.code] += 1
             raise
+
+    async def _attempts(self, op: str, key: str, kwargs: dict):
+        """botocore retries the standard throttling answers itself; a provider's own
+        (throttle_codes, e.g. R2's 403) are retried here with backoff, within the deadline."""
+        delay = 0.5
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                error = _translate(op, key, e)
+                if error.code not in self._throttle_codes or attempt == self._max_attempts:
+                    raise error from None
+            self.retries[op] += 1
+            body = kwargs.get("Body")
+            if body is not None:
+                body.seek(0)  # the next attempt sends it again
+            await trio.sleep(delay)
+            delay *= 2
 
     async def check_bucket(self) -> None:
         """HeadBucket; StoreError with code 404/403/Network on failure."""

@@ -169,3 +169,14 @@ def test_mount_by_name_with_a_root_only_credentials_file(s3, s3_server, tmp_path
     finally:
         subprocess.run(s3pvefs_cmd() + ["umount", str(mp)], env=e, capture_output=True, timeout=120)
     assert not os.path.ismount(mp)
+
+
+def test_check_by_name(s3, s3_server, tmp_path):
+    """`s3pvefs check NAME` tests what /etc/s3pvefs/NAME.toml describes."""
+    s3.create_bucket(Bucket="check-by-name")
+    (tmp_path / "pve1.toml").write_text(f'[store]\nbucket = "check-by-name"\nprefix = "pve"\n'
+                                        f'endpoint_url = "{s3_server}"\n[mount]\nmountpoint = "/mnt/x"\n')
+    e = {**env(), "S3PVEFS_CONFIG_DIR": str(tmp_path)}
+    r = subprocess.run(s3pvefs_cmd() + ["check", "pve1"], env=e, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "check-by-name/pve" in r.stdout and "FAIL" not in r.stdout
