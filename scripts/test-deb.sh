@@ -130,6 +130,34 @@ cat "$WORK/check-bad.out"
 [ "$rc" = 1 ] || fail "s3pvefs check against a closed port exited $rc, expected 1"
 grep -q "^FAIL  TCP connect" "$WORK/check-bad.out" || fail "no FAIL line for TCP connect"
 
+step "s3pvefs check with a wrong secret (a moto server that checks signatures)"
+APORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+INITIAL_NO_AUTH_ACTION_COUNT=5 .venv/bin/moto_server -H 127.0.0.1 -p "$APORT" >"$WORK/moto-auth.log" 2>&1 &
+MOTO_AUTH=$!
+# (this probe counts as one of the unauthenticated requests)
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$APORT" && break; sleep 0.2; done
+AUTH_KEY=$(.venv/bin/python - "http://127.0.0.1:$APORT" <<'PY'
+import json, sys, boto3
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1",
+          aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="x" * 40)
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="pve")
+iam.put_user_policy(UserName="pve", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+print(iam.create_access_key(UserName="pve")["AccessKey"]["AccessKeyId"])
+boto3.client("s3", **kw).create_bucket(Bucket="authbucket")
+PY
+) || fail "could not set up the moto server with signature checks"
+rc=0
+(cd / && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 AWS_ACCESS_KEY_ID="$AUTH_KEY" \
+   AWS_SECRET_ACCESS_KEY=not-the-right-secret-0000000000000000000 \
+   s3pvefs check authbucket/pve --endpoint-url "http://127.0.0.1:$APORT") >"$WORK/check-secret.out" || rc=$?
+kill "$MOTO_AUTH" 2>/dev/null; wait "$MOTO_AUTH" 2>/dev/null || true
+cat "$WORK/check-secret.out"
+[ "$rc" = 1 ] || fail "s3pvefs check with a wrong secret exited $rc, expected 1"
+grep -q "^FAIL  authentication .*wrong secret key" "$WORK/check-secret.out" || fail "no 'wrong secret key' line"
+! grep -q "not-the-right-secret" "$WORK/check-secret.out" || fail "the secret was printed"
+
 step "s3pvefs mount $BUCKET/pve $MP"
 mkdir -p "$MP"
 sys_run s3pvefs mount "$BUCKET/pve" "$MP" --endpoint-url "$ENDPOINT" --log-file "$WORK/s3pvefs.log" \
