@@ -31,7 +31,7 @@ from s3pvefs.fs.usage import UsageMeter
 from s3pvefs.namespace.freshness import Freshness
 from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, check_name, listable_name
-from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
+from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, encode_metadata,
                                     implicit_dir, new_stat, now_ns)
 from s3pvefs.read.prefetcher import Prefetcher

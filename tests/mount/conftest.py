@@ -13,7 +13,9 @@ Needs root (or fuse permissions) and /dev/fuse; the tests are skipped otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -278,3 +280,49 @@ def ceph_s3(ceph_server):
 def ceph_mount(request, ceph_s3, ceph_server, tmp_path):
     """Factory like mount(), on Ceph RGW."""
     yield from _mounts(request, ceph_s3, ceph_server, tmp_path)
+
+
+# ---------------------------------------------------------------------------- signatures checked
+
+@contextlib.contextmanager
+def auth_moto(users: dict[str, list[str]], setup_requests: int = 1):
+    """A moto server of its own that checks signatures, with IAM users (name -> S3
+    actions denied to it, on top of s3:*). moto lets INITIAL_NO_AUTH_ACTION_COUNT
+    requests through unsigned: the user set-up, then `setup_requests` more the caller
+    makes with setup_kw (the bucket, objects). Yields (endpoint, {user: (key id,
+    secret)}, setup_kw)."""
+    port = free_port()
+    unsigned = 3 * len(users) + setup_requests  # per user: create, policy, access key
+    e = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(unsigned))
+    exe = _bin("moto_server")
+    cmd = [exe] if exe else [sys.executable, "-m", "moto.server"]
+    proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], env=e,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # a TCP probe, not a request: it does not count as one
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        setup_kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="x" * 40)
+        iam = boto3.client("iam", **setup_kw)
+        keys = {}
+        for user, denied in users.items():
+            statements = [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]
+            if denied:
+                statements.append({"Effect": "Deny", "Action": denied, "Resource": "*"})
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": statements}))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+        yield endpoint, keys, setup_kw
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

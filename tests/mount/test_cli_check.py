@@ -5,18 +5,14 @@ mistakes are one line and exit 2; the secret never shows."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
-import sys
 import time
 import uuid
 
 import boto3
 import pytest
 
-from tests.mount.conftest import SECRET_KEY, env, free_port, run_cli, s3pvefs_cmd
+from tests.mount.conftest import SECRET_KEY, auth_moto, env, free_port, run_cli, s3pvefs_cmd
 
 STEPS = ["DNS resolution", "TCP connect", "TLS handshake", "authentication", "clock skew", "bucket exists",
          "put probe object", "get probe object", "head probe object", "multipart upload", "server-side copy",
@@ -150,49 +146,17 @@ def test_no_bucket_at_all_is_exit_2():
 
 # ---------------------------------------------------------------------------- signatures checked
 
-# A moto server of its own that checks signatures (INITIAL_NO_AUTH_ACTION_COUNT lets
-# the set-up requests through unauthenticated), with IAM users.
 USERS = {"pve": [], "noget": ["s3:GetObject"], "noput": ["s3:PutObject"]}
-SETUP_REQUESTS = 3 * len(USERS) + 1  # per user: create, policy, key; then the bucket
 
 
 @pytest.fixture(scope="module")
 def auth_server():
     """(endpoint, {user: (key id, secret)}, admin boto3 client of user "pve")."""
-    port = free_port()
-    e = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_REQUESTS))
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    cmd = [moto] if os.path.exists(moto) else [sys.executable, "-m", "moto.server"]
-    proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], env=e,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        kw = dict(endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="x" * 40)
-        iam = boto3.client("iam", **kw)
-        users = {}
-        for user, denied in USERS.items():
-            statements = [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]
-            if denied:
-                statements.append({"Effect": "Deny", "Action": denied, "Resource": "*"})
-            iam.create_user(UserName=user)
-            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": statements}))
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            users[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        boto3.client("s3", **kw).create_bucket(Bucket="authbucket")
+    with auth_moto(USERS, setup_requests=1) as (endpoint, users, setup_kw):
+        boto3.client("s3", **setup_kw).create_bucket(Bucket="authbucket")
         admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                              aws_access_key_id=users["pve"][0], aws_secret_access_key=users["pve"][1])
         yield endpoint, users, admin
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def check_as(endpoint: str, key_id: str, secret: str, *args: str) -> subprocess.CompletedProcess:

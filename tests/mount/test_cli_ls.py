@@ -6,8 +6,6 @@ never a traceback or the secret."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ import uuid
 import boto3
 import pytest
 
-from tests.mount.conftest import SECRET_KEY, env, free_port, run_cli
+from tests.mount.conftest import SECRET_KEY, auth_moto, env, free_port, run_cli
 
 A100 = "vzdump-qemu-100-2024_05_01-02_00_13.vma.zst"
 A100B = "vzdump-qemu-100-2024_05_08-02_00_11.vma.zst"
@@ -254,51 +252,16 @@ def test_no_credentials_is_exit_3(s3_server, bucket, tmp_path, extra):
     assert "credentials" in one_line(r)
 
 
-# A moto server of its own that checks signatures (INITIAL_NO_AUTH_ACTION_COUNT lets
-# the set-up requests through unauthenticated).
-
-SETUP_REQUESTS = 9  # the unauthenticated requests auth_server makes to set itself up
-
-
 @pytest.fixture(scope="module")
 def auth_server():
     """(endpoint, {user: (key id, secret)}): "pve" may do anything in S3, "lister"
     anything but read objects (GetObject)."""
-    port = free_port()
-    e = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_REQUESTS))
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    cmd = [moto] if os.path.exists(moto) else [sys.executable, "-m", "moto.server"]
-    proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], env=e,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        kw = dict(endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="x" * 40)
-        iam = boto3.client("iam", **kw)
-        keys = {}
-        for user, denied in (("pve", []), ("lister", ["s3:GetObject"])):
-            statements = [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]
-            if denied:
-                statements.append({"Effect": "Deny", "Action": denied, "Resource": "*"})
-            iam.create_user(UserName=user)
-            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": statements}))
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        s3 = boto3.client("s3", **kw)
+    with auth_moto({"pve": [], "lister": ["s3:GetObject"]}, setup_requests=3) as (endpoint, keys, setup_kw):
+        s3 = boto3.client("s3", **setup_kw)
         s3.create_bucket(Bucket="authbucket")
         s3.put_object(Bucket="authbucket", Key=f"pve/dump/{A100}", Body=b"x")
         s3.put_object(Bucket="authbucket", Key=f"pve/dump/{A100}.notes", Body=b"notes")
         yield endpoint, keys
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _ls_as(endpoint: str, key_id: str, secret: str, *args: str) -> subprocess.CompletedProcess:

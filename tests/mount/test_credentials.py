@@ -2,51 +2,25 @@
 and the secret never shows. Uses its own moto server with IAM auth enforced
 (INITIAL_NO_AUTH_ACTION_COUNT lets the set-up requests through unauthenticated)."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import boto3
 import pytest
+
+from tests.mount.conftest import auth_moto
 
 pytestmark = pytest.mark.mount
 
 BIN = os.path.dirname(sys.executable)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def auth_server():
-    port = _free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
-    proc = subprocess.Popen([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    kw = dict(endpoint_url=endpoint, region_name="us-east-1",
-              aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="x" * 40)
-    iam = boto3.client("iam", **kw)
-    iam.create_user(UserName="pve")
-    iam.put_user_policy(UserName="pve", PolicyName="s3", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-    key = iam.create_access_key(UserName="pve")["AccessKey"]
-    boto3.client("s3", **kw).create_bucket(Bucket="authbucket")
-    yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
-    proc.terminate()
-    proc.wait(10)
+    with auth_moto({"pve": []}, setup_requests=1) as (endpoint, keys, setup_kw):
+        boto3.client("s3", **setup_kw).create_bucket(Bucket="authbucket")
+        yield endpoint, *keys["pve"]
 
 
 def _mount(endpoint, mp, cache, log, key_id, secret):

@@ -17,7 +17,6 @@ import pytest
 import trio
 
 from s3pvefs.config import StoreConfig
-from s3pvefs.errors import StoreError
 from s3pvefs.store import s3 as s3mod
 from s3pvefs.store.base import PartEtag
 from tests.mount.conftest import ACCESS_KEY, SECRET_KEY

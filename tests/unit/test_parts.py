@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from s3pvefs.write.parts import (MAX_OBJECT, MAX_PART, MAX_PARTS, MIN_PART, MiB, part_ranges,
-                                 part_size_for)
+from s3pvefs.config import WriteConfig
+from s3pvefs.write.parts import (MAX_OBJECT, MAX_PART, MAX_PARTS, MIN_PART, PARTS_PER_STEP, MiB, copy_ranges,
+                                 part_ranges, part_size_for, stream_capacity, stream_part_size)
 
 DEFAULT_MIN = 8 * MiB
 
@@ -73,9 +74,6 @@ def test_parts_cover_exactly(size, min_part):
 
 
 # ---------------------------------------------------------------- streamed files
-from s3pvefs.config import WriteConfig  # noqa: E402
-from s3pvefs.write.parts import (MAX_PART, MAX_PARTS, MIN_PART, PARTS_PER_STEP,  # noqa: E402
-                                 copy_ranges, stream_capacity, stream_part_size)
 
 MiB_, GiB_, TiB_ = 1 << 20, 1 << 30, 1 << 40
 
