@@ -124,6 +124,9 @@ class MountOptions:
     # object) that statfs then reports as used; 0: never count, report nothing used.
     usage_interval: float = 0.0
     metrics_port: int = 0  # Prometheus metrics on 127.0.0.1:PORT/metrics; 0 = off
+    # At mount, abort multipart uploads under the prefix with no part for this long
+    # (left by a killed daemon); 0 = never. Idle, so other nodes' uploads are safe.
+    stale_upload_idle: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("upload_concurrency and max_readahead_chunks must be >= 1, chunk_size >= 64K")
     if config.mount.capacity < 4096:
         raise ConfigError("capacity: must be at least 4K")
+    if config.mount.stale_upload_idle < 0:
+        raise ConfigError("stale_upload_idle: seconds >= 0 (0: never abort unfinished uploads)")
     if config.mount.usage_interval < 0 or 0 < config.mount.usage_interval < 60:
         raise ConfigError("usage_interval: 0 (off) or at least 60 seconds (each count lists every object)")
     return config

@@ -25,6 +25,7 @@ from s3pvefs.fs.filesystem import Filesystem
 from s3pvefs.fuse.operations import Operations
 from s3pvefs.notify import notify
 from s3pvefs.store.s3 import S3Store
+from s3pvefs.write.orphans import abort_stale_uploads
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,9 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
                 if config.mount.metrics_port:
                     from s3pvefs import metrics  # prometheus-client only when asked for
                     nursery.start_soon(metrics.serve, config.mount.metrics_port, lambda: status.snapshot(fs, store))
+                if config.mount.stale_upload_idle:
+                    nursery.start_soon(abort_stale_uploads, store, fs.keys.dir_prefix(""),
+                                       config.mount.stale_upload_idle)
                 if config.mount.usage_interval:
                     nursery.start_soon(fs.usage.run)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)

@@ -30,6 +30,7 @@ class _Upload:
     metadata: dict[str, str]
     parts: dict[int, bytes] = field(default_factory=dict)
     initiated: float = field(default_factory=time.time)
+    last_part: float | None = None
 
 
 class MemoryStore:
@@ -139,6 +140,7 @@ class MemoryStore:
         if upload_id not in self.uploads or self.uploads[upload_id].key != key:
             raise StoreError(f"NoSuchUpload: {upload_id}", code="NoSuchUpload")
         self.uploads[upload_id].parts[number] = bytes(body)
+        self.uploads[upload_id].last_part = time.time()
         return hashlib.md5(body).hexdigest()
 
     async def upload_part_copy(self, key, upload_id, number, src, start, end):
@@ -164,6 +166,13 @@ class MemoryStore:
     async def abort_multipart(self, key, upload_id):
         await self._enter("abort_multipart")
         self.uploads.pop(upload_id, None)
+
+    async def last_activity(self, key, upload_id):
+        await self._enter("list_parts")
+        u = self.uploads.get(upload_id)
+        if u is None:
+            raise StoreError(f"NoSuchUpload: {upload_id}", code="NoSuchUpload")
+        return u.last_part or u.initiated
 
     async def list_multipart(self, prefix):
         await self._enter("list_multipart")

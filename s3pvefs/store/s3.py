@@ -270,6 +270,21 @@ class S3Store:
     async def abort_multipart(self, key, upload_id):
         await self._call("abort_multipart_upload", key, Key=key, UploadId=upload_id)
 
+    async def last_activity(self, key, upload_id):
+        latest, kwargs = None, {"Key": key, "UploadId": upload_id}
+        while True:
+            resp = await self._call("list_parts", key, **kwargs)
+            for part in resp.get("Parts", []):
+                t = part["LastModified"].timestamp()
+                latest = t if latest is None or t > latest else latest
+            if not resp.get("IsTruncated"):
+                break
+            kwargs["PartNumberMarker"] = resp["NextPartNumberMarker"]
+        if latest is None:
+            initiated = resp.get("Initiated")
+            return initiated.timestamp() if initiated else 0.0
+        return latest
+
     async def list_multipart(self, prefix):
         uploads, kwargs = [], {"Prefix": prefix}
         while True:
