@@ -46,6 +46,9 @@ class StoreConfig:
     # aws, ceph, minio, wasabi, b2, r2: sets the provider's known quirks (PRESETS) for
     # every setting left at its default; "" = none.
     provider: str = ""
+    # TLS certificates are always verified; this names the CA bundle (PEM) to verify
+    # against instead of the system's, e.g. for a self-signed Ceph/MinIO endpoint.
+    ca_bundle: str = ""
     # Error codes (or HTTP statuses) a provider answers throttling with beyond the
     # standard ones botocore retries, comma-separated: retried with backoff.
     throttle_codes: str = ""

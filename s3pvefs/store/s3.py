@@ -143,8 +143,8 @@ class S3Store:
         keys = credentials.resolve(cfg)  # None: botocore's chain (environment, profile)
         if keys is not None:
             session.set_credentials(*keys)
-        client_cm = session.create_client("s3", endpoint_url=cfg.endpoint_url,
-                                          region_name=cfg.region, config=aio_config)
+        client_cm = session.create_client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
+                                          config=aio_config, verify=cfg.ca_bundle or None)
         async with client_cm as client:
             yield cls(client, cfg.bucket, content_md5=cfg.content_md5, request_deadline=cfg.request_deadline,
                       min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,

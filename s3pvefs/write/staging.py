@@ -19,6 +19,8 @@ class StagedFile:
     def __init__(self, directory: str):
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
+            if os.stat(directory).st_mode & 0o077:  # made by someone else, or before
+                os.chmod(directory, 0o700)
             fd, path = tempfile.mkstemp(prefix="staging-", dir=directory)
             os.unlink(path)
         except OSError as e:

@@ -81,3 +81,18 @@ def test_systemd_credentials_directory(monkeypatch, tmp_path):
     assert credentials.resolve(StoreConfig()) == ("AKSYSTEMD", "secret-from-systemd")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     assert credentials.resolve(StoreConfig()) is None  # botocore's chain
+
+
+def test_staging_directory_and_files_are_private(tmp_path):
+    from s3pvefs.write.staging import StagedFile
+    d = tmp_path / "staging"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    f = StagedFile(str(d))
+    try:
+        f.write(0, b"secret data")
+        assert os.stat(d).st_mode & 0o777 == 0o700
+        assert os.listdir(d) == []  # unlinked at creation: nothing to find
+        assert os.fstat(f.fd).st_mode & 0o777 == 0o600
+    finally:
+        f.close()
