@@ -222,12 +222,24 @@ class S3Store:
         if etag:
             kwargs["IfMatch"] = etag
         with self._bounded("get_object", key, end - start):
-            resp = await self._call("get_object", key, **kwargs)
-            try:
-                async with resp["Body"] as body:
-                    return await body.read()
-            except (botocore.exceptions.BotoCoreError, OSError) as e:
-                raise _translate("get_object", key, e) from None
+            delay = 0.5
+            for attempt in range(1, self._max_attempts + 1):
+                resp = await self._call("get_object", key, **kwargs)
+                try:
+                    async with resp["Body"] as body:
+                        data = await body.read()
+                except (botocore.exceptions.BotoCoreError, OSError) as e:
+                    # botocore retries a request, not a body that broke off halfway
+                    if attempt == self._max_attempts:
+                        raise _translate("get_object", key, e) from None
+                    self.retries["get_object body"] += 1
+                    await trio.sleep(delay)
+                    delay *= 2
+                    continue
+                if len(data) != end - start and len(data) != int(resp.get("ContentLength", len(data))):
+                    raise StoreError(f"get_object {key}: {len(data)} bytes for a range of {end - start}",
+                                     code="ShortRead", transient=True)
+                return data
 
     async def put(self, key, body, metadata, content_type=None):
         kwargs = {"Key": key, "Metadata": metadata, **await self._body(body)}

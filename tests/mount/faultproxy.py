@@ -10,6 +10,12 @@ headers, except:
 - ``fail_complete = True``: every CompleteMultipartUpload (POST with ``uploadId=``)
   is answered ``500 InternalError`` the same way.
 
+Random faults: ``fault_rate = 0.1`` answers that share of requests (drawn from
+``random.Random(seed)``) with one of ``fault_kinds``: "500" (InternalError), "503"
+(SlowDown), "reset" (the connection is cut with a TCP RST, no answer), "truncated"
+(forwarded, but the answer stops halfway through its body and the connection is
+cut), "slow" (answered after 0.5 s). ``faults`` counts them by kind.
+
 Outages: ``stall = True`` holds every request that arrives (read, never answered)
 until it is set back to False, then forwards it (a server that hangs, then recovers);
 ``refuse()`` stops listening and drops every connection (connection refused, as a
@@ -24,8 +30,11 @@ before the body is read. Counters (``parts_passed``, ``parts_failed``,
 
 from __future__ import annotations
 
+import collections
 import http.client
+import random
 import socket
+import struct
 import threading
 import time
 from urllib.parse import urlsplit
@@ -54,6 +63,10 @@ class FaultProxy:
         self.requests = 0
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self.stall = False
+        self.fault_rate = 0.0
+        self.fault_kinds = ("500", "503", "reset", "truncated", "slow")
+        self.faults: collections.Counter[str] = collections.Counter()
+        self._rng = random.Random(1)
         self._lock = threading.Lock()
         self._closed = False
         self._conns: set[socket.socket] = set()
@@ -115,6 +128,14 @@ class FaultProxy:
                 self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn,), name="faultproxy-conn", daemon=True).start()
 
+    def _random_fault(self) -> str | None:
+        with self._lock:
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                kind = self._rng.choice(self.fault_kinds)
+                self.faults[kind] += 1
+                return kind
+        return None
+
     def _decide(self, method: str, target: str, headers: list[tuple[str, str]]) -> str | None:
         """'part' / 'complete' when this request is to be refused, else None (counted)."""
         query = target.partition("?")[2]
@@ -151,6 +172,20 @@ class FaultProxy:
                 body = _read_body(rfile, lower)
                 while self.stall and not self._closed:
                     time.sleep(0.02)
+                fault = self._random_fault()
+                if fault in ("500", "503"):
+                    code, reason, text = (("500 Internal Server Error", "InternalError", "internal error")
+                                          if fault == "500" else ("503 Slow Down", "SlowDown", "slow down"))
+                    err = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{reason}</Code>'
+                           f"<Message>{text}</Message><RequestId>faultproxy</RequestId></Error>").encode()
+                    conn.sendall(f"HTTP/1.1 {code}\r\nContent-Type: application/xml\r\n"
+                                 f"Content-Length: {len(err)}\r\n\r\n".encode() + err)
+                    continue
+                if fault == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return  # finally: close -> RST
+                if fault == "slow":
+                    time.sleep(0.5)
                 if self._decide(method, target, headers) is not None:
                     conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\n"
                                  b"Content-Type: application/xml\r\n"
@@ -184,6 +219,10 @@ class FaultProxy:
                 if method != "HEAD" and resp.status not in (204, 304) and resp.status >= 200:
                     out.append(f"Content-Length: {len(data)}\r\n".encode())
                 out.append(b"\r\n")
+                if fault == "truncated" and method != "HEAD" and len(data) > 1:
+                    conn.sendall(b"".join(out) + data[:len(data) // 2])
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 conn.sendall(b"".join(out) + (data if method != "HEAD" else b""))
         except (OSError, ValueError, _BadRequest, http.client.HTTPException):
             return
