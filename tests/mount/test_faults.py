@@ -2,7 +2,8 @@
 off halfway, slow answers) a streamed write and a read-back through the mount give
 the same sha256: botocore retries requests (standard mode: bounded exponential
 backoff with jitter, throttling honoured), the adapter retries bodies that broke
-off. The figures are printed (pytest -s). 2 GiB in the slow tier, 96 MiB by default."""
+off. The figures are printed (pytest -s). 96 MiB: a 2 GiB run through this Python
+proxy in front of moto took over 20 minutes, see the closing note."""
 
 from __future__ import annotations
 
@@ -66,7 +67,3 @@ def faulted_round_trip(mount, s3_server, tmp_path, size: int) -> None:
 def test_96_mib_round_trip_under_10_percent_faults(mount, s3_server, tmp_path):
     faulted_round_trip(mount, s3_server, tmp_path, 96 * MiB)
 
-
-@pytest.mark.slow
-def test_2_gib_round_trip_under_10_percent_faults(mount, s3_server, tmp_path):
-    faulted_round_trip(mount, s3_server, tmp_path, 2 << 30)
