@@ -236,6 +236,12 @@ class Mount:
             force_unmount(self.mountpoint, self.pid)
         took = time.monotonic() - t0
         self.pid = None
+        proc = getattr(self, "_proc", None)  # a peer started as our child: reap it
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         return took if ok else -took
 
     def sampler(self) -> Sampler:
@@ -330,15 +336,6 @@ class S3fs(Mount):
         self._proc = proc
         _wait_mounted(self.mountpoint, proc, self.log, 60, "s3fs")
 
-    def stop(self, timeout: float = 120) -> float:
-        took = super().stop(timeout)
-        if getattr(self, "_proc", None) is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        return took
-
 
 class Rclone(Mount):
     name = "rclone"
@@ -382,11 +379,6 @@ class Rclone(Mount):
 
     def stop(self, timeout: float = 120) -> float:
         took = super().stop(timeout)
-        if getattr(self, "_proc", None) is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         shutil.rmtree(self.cache, ignore_errors=True)
         return took
 

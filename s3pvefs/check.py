@@ -29,7 +29,7 @@ import botocore.exceptions
 import trio
 
 from s3pvefs import daemon
-from s3pvefs.config import Config, MiB, load_file
+from s3pvefs.config import Config, MiB
 from s3pvefs.errors import ConfigError, MountError, StoreError
 from s3pvefs.store.base import PartEtag
 from s3pvefs.store.s3 import S3Store, _translate
@@ -588,11 +588,3 @@ async def check(config: Config, out: TextIO) -> int:
     print(f"{len(failed)} failed, {len(skipped)} skipped: fix the first failure "
           f"({failed[0].step.label}) first", file=out)
     return 1
-
-
-def bucket_from_file(path: str | None) -> str:
-    """BUCKET for `check --config FILE` without a BUCKET argument: [store] bucket."""
-    bucket = load_file(path).store.bucket if path else ""
-    if not bucket:
-        raise ConfigError("no bucket given: BUCKET[/PREFIX], or bucket in the [store] section of --config")
-    return bucket

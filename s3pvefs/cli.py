@@ -110,6 +110,10 @@ def build_config(args) -> Config:
         args.named = True
     else:
         config = load_file(args.config) if args.config else Config()
+        if args.bucket is None:  # `check --config FILE`: the bucket the file names
+            if not config.store.bucket:
+                raise ConfigError("no bucket given: BUCKET[/PREFIX], or bucket in the [store] section of --config")
+            args.bucket = f"{config.store.bucket}/{config.store.prefix}"
     bucket, prefix = split_bucket(args.bucket)
     overrides = {k: v for k, v in (("endpoint_url", args.endpoint_url), ("region", args.region),
                                    ("profile", args.profile)) if v}
@@ -385,9 +389,7 @@ def cmd_check(args) -> int:
     if (args.bucket and "/" not in args.bucket and not args.config and not args.endpoint_url
             and os.path.exists(config_path(args.bucket))):  # `check NAME`: /etc/s3pvefs/NAME.toml
         args.config, args.bucket = config_path(args.bucket), None
-    if args.bucket is None:  # `check --config FILE`: the bucket the file names
-        args.bucket = check.bucket_from_file(args.config)
-    config = build_config(args)
+    config = build_config(args)  # with no BUCKET, the bucket of the --config file
     if args.debug:
         _setup_logging(args, background=False)
     else:  # nothing from the libraries: the report is the output

@@ -126,11 +126,13 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
                 ready()
                 notify("READY=1", f"STATUS=mounted {config.store.bucket} on {mountpoint}")
                 nursery.start_soon(_watch_signals, fs)
+                def snapshot() -> dict:
+                    return status.snapshot(fs, store)
                 if status_socket:
-                    nursery.start_soon(status.serve, status_socket, lambda: status.snapshot(fs, store))
+                    nursery.start_soon(status.serve, status_socket, snapshot)
                 if config.mount.metrics_port:
                     from s3pvefs import metrics  # prometheus-client only when asked for
-                    nursery.start_soon(metrics.serve, config.mount.metrics_port, lambda: status.snapshot(fs, store))
+                    nursery.start_soon(metrics.serve, config.mount.metrics_port, snapshot)
                 if config.mount.stale_upload_idle:
                     nursery.start_soon(abort_stale_uploads, store, fs.keys.dir_prefix(""),
                                        config.mount.stale_upload_idle)

@@ -17,16 +17,8 @@ unset VIRTUAL_ENV PYTHONPATH PYTHONHOME PYENV_VERSION
 
 BUILD_DEPS=(dpkg-dev debhelper dh-virtualenv python3 python3-venv python3-dev python3-pip
             libfuse3-dev pkg-config build-essential git)
-missing=()
-for p in "${BUILD_DEPS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "build-deb: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/apt.sh
+ensure_apt_packages build-deb "${BUILD_DEPS[@]}"
 
 # debian/changelog carries the version; it must be pyproject.toml's.
 py_version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')

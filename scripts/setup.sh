@@ -6,16 +6,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv
               zstd pigz lzop rsync tar qemu-utils curl)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/apt.sh
+ensure_apt_packages setup "${APT_PACKAGES[@]}"
 [ -e /dev/fuse ] || { echo "setup: /dev/fuse is missing (modprobe fuse, or give the container the device)" >&2; exit 1; }
 
 PY=${PYTHON:-python3}

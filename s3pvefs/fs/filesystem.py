@@ -157,8 +157,7 @@ class Filesystem:
         if cached is None and path not in self.cache.last_known and self.cache.worth_relisting(parent_path):
             # The names answer for those not there (cp -r asks before each create); one
             # that is there still gets its headers read (mode, times: a hookscript's x bit).
-            listing = await self._list_dir(parent_path)
-            self.cache.listings.pop(parent_path, None)
+            listing = await self._fetch_listing(parent_path)
             self.cache.put_names(parent_path, set(listing.entries))
             cached = self.cache.lookup(path)
         if cached is False:
@@ -259,8 +258,13 @@ class Filesystem:
     # ------------------------------------------------------------------ directories
     async def _list_dir(self, path: str) -> Listing:
         listing = self.cache.listings.get(path)
-        if listing is not None:
-            return listing
+        if listing is None:
+            listing = await self._fetch_listing(path)
+            self.cache.put_listing(path, listing)
+        return listing
+
+    async def _fetch_listing(self, path: str) -> Listing:
+        """A full paginated LIST of the directory at path."""
         prefix = self.keys.dir_prefix(path)
         files: dict[str, Stat] = {}
         dirs: dict[str, Stat] = {}
@@ -287,9 +291,7 @@ class Filesystem:
             token = page.next_token
             if not token:
                 break
-        listing = Listing({**files, **dirs})  # a directory shadows a file of the same name
-        self.cache.put_listing(path, listing)
-        return listing
+        return Listing({**files, **dirs})  # a directory shadows a file of the same name
 
     async def opendir(self, ino: int) -> int:
         inode = self._dir(ino)

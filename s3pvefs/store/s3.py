@@ -58,6 +58,11 @@ _COPY_SPEEDUP = 16
 _COPY_BOUND = (5 << 30) // _COPY_SPEEDUP
 _COMPLETE_BOUND = 256 << 20
 
+async def _backoff(attempt: int) -> None:
+    """The wait before retry number `attempt` (1, 2, ...): 0.5 s, doubling."""
+    await trio.sleep(0.5 * 2 ** (attempt - 1))
+
+
 _HASH_INLINE = 256 << 10  # smaller bodies are hashed on the loop: a thread hop costs more
 
 
@@ -109,7 +114,9 @@ class S3Store:
         # retries) by error code.
         self.requests: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
-        self.retries: collections.Counter[str] = collections.Counter()  # of throttle_codes answers
+        # Retries made here (botocore's own are not seen): throttle_codes answers, and GET
+        # bodies that broke off.
+        self.retries: collections.Counter[str] = collections.Counter()
         self._throttle_codes = throttle_codes
         self._max_attempts = max_attempts
 
@@ -174,7 +181,6 @@ class S3Store:
     async def _attempts(self, op: str, key: str, kwargs: dict):
         """botocore retries the standard throttling answers itself; a provider's own
         (throttle_codes, e.g. R2's 403) are retried here with backoff, within the deadline."""
-        delay = 0.5
         for attempt in range(1, self._max_attempts + 1):
             try:
                 return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
@@ -186,8 +192,7 @@ class S3Store:
             body = kwargs.get("Body")
             if body is not None:
                 body.seek(0)  # the next attempt sends it again
-            await trio.sleep(delay)
-            delay *= 2
+            await _backoff(attempt)
 
     async def check_bucket(self) -> None:
         """HeadBucket; StoreError with code 404/403/Network on failure."""
@@ -222,7 +227,6 @@ class S3Store:
         if etag:
             kwargs["IfMatch"] = etag
         with self._bounded("get_object", key, end - start):
-            delay = 0.5
             for attempt in range(1, self._max_attempts + 1):
                 resp = await self._call("get_object", key, **kwargs)
                 try:
@@ -233,8 +237,7 @@ class S3Store:
                     if attempt == self._max_attempts:
                         raise _translate("get_object", key, e) from None
                     self.retries["get_object body"] += 1
-                    await trio.sleep(delay)
-                    delay *= 2
+                    await _backoff(attempt)
                     continue
                 if len(data) != end - start and len(data) != int(resp.get("ContentLength", len(data))):
                     raise StoreError(f"get_object {key}: {len(data)} bytes for a range of {end - start}",

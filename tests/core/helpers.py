@@ -35,3 +35,18 @@ async def names(fs, ino: int) -> dict[str, object]:
         return {name: s for _, name, _, s in fs.readdir(dh, 0)}
     finally:
         fs.releasedir(dh)
+
+
+class HugeBytes:
+    """The bytes of an object too big to hold (MemoryStore.put_outside takes any sized,
+    sliceable stand-in), made on demand: byte i is (i * 7 + i // 4096) % 251."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self.size)
+        return bytes((i * 7 + i // 4096) % 251 for i in range(start, stop))

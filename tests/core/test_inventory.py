@@ -12,6 +12,7 @@ import trio
 from s3pvefs.errors import StoreError
 from s3pvefs.proxmox import inventory, names, render
 from s3pvefs.store.memory import MemoryStore
+from tests.core.helpers import HugeBytes
 
 A100 = "vzdump-qemu-100-2024_05_01-02_00_13.vma.zst"
 A100B = "vzdump-qemu-100-2024_05_08-02_00_11.vma.zst"
@@ -81,20 +82,6 @@ def realistic() -> MemoryStore:
     store.put_outside("other/dump/vzdump-qemu-999-2024_05_01-02_00_13.vma", b"not ours")
     store.put_outside("pve2/dump/vzdump-qemu-998-2024_05_01-02_00_13.vma", b"not ours")
     return store
-
-
-class _Sized:
-    """Stand-in for the bytes of a huge object (MemoryStore only needs len and slices)."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, s: slice) -> bytes:
-        start, stop, _ = s.indices(self.size)
-        return b"\0" * (stop - start)
 
 
 # ---------------------------------------------------------------------------- inventory
@@ -242,7 +229,7 @@ def test_names_a_mount_cannot_show_are_other():
 
 def test_huge_backups_are_not_read():
     store = MemoryStore()
-    store.put_outside(f"pve/dump/{A100}", _Sized(300 << 30))
+    store.put_outside(f"pve/dump/{A100}", HugeBytes(300 << 30))
     inv = build(store)
     assert inv.backups[0].size == 300 << 30 and store.ranges == []
     assert "300 GiB" in render.to_table(inv)

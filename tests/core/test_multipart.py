@@ -13,7 +13,7 @@ import pytest
 
 from s3pvefs.config import MiB, ReadConfig, WriteConfig
 from s3pvefs.errors import FsError, StoreError
-from tests.core.helpers import ROOT, read_all
+from tests.core.helpers import ROOT, HugeBytes, read_all
 
 SMALL = WriteConfig(multipart_threshold=6 * MiB, min_part_size=5 * MiB, upload_concurrency=2)
 DATA = random.Random(7).randbytes(13 * MiB + 123)
@@ -166,22 +166,8 @@ def test_read_ahead_of_all_handles_stays_within_the_read_budget(run):
     run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4, readahead_budget=3 * MiB))
 
 
-class _Huge:
-    """A 50 GiB object's bytes, made on demand: byte i is (i * 7 + i // 4096) % 251."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, s: slice) -> bytes:
-        start, stop, _ = s.indices(self.size)
-        return bytes((i * 7 + i // 4096) % 251 for i in range(start, stop))
-
-
 def test_4k_read_in_the_middle_of_a_50_gib_object_fetches_4k(run):
-    huge = _Huge(50 << 30)
+    huge = HugeBytes(50 << 30)
 
     async def body(fs, store):
         store.put_outside("pve/dump/vzdump-qemu-100.vma.zst", huge)
