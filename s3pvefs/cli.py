@@ -333,7 +333,7 @@ def _alive(pid: int) -> bool:
 
 
 def cmd_ls(args) -> int:
-    """Print what Proxmox would list in the bucket; errors as for mount (exit codes 2-5)."""
+    """Print what Proxmox would list in the bucket; errors as for mount (exit codes 2-5, 8)."""
     config = build_config(args)
     if args.debug:
         _setup_logging(args, background=False)
@@ -359,7 +359,7 @@ async def _inventory(config: Config):
     from s3pvefs import daemon
     from s3pvefs.errors import StoreError
     from s3pvefs.proxmox import inventory
-    from s3pvefs.store.s3 import S3Store
+    from s3pvefs.store.s3 import S3Store, clock_skewed, skew_message
 
     s = config.store
     async with contextlib.AsyncExitStack() as stack:
@@ -372,6 +372,8 @@ async def _inventory(config: Config):
             return await inventory.build(store, s.prefix, bucket=s.bucket)
         except StoreError as e:  # the bucket answered HEAD but not LIST or GET
             where = s.endpoint_url or "AWS S3"
+            if clock_skewed(e):
+                raise MountError(skew_message(e), daemon.EXIT_CLOCK_SKEW) from None
             if e.code in daemon.AUTH_CODES:
                 raise MountError(f"listing bucket {s.bucket!r} at {where} denied: check the credentials "
                                  f"and the bucket policy ({e.code})", daemon.EXIT_CREDENTIALS) from None

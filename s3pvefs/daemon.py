@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import signal
+import stat
 from typing import Callable
 
 import botocore.exceptions
@@ -24,7 +26,7 @@ from s3pvefs.errors import ConfigError, MountError, StoreError
 from s3pvefs.fs.filesystem import Filesystem
 from s3pvefs.fuse.operations import Operations
 from s3pvefs.notify import notify
-from s3pvefs.store.s3 import S3Store
+from s3pvefs.store.s3 import S3Store, clock_skewed, skew_message
 from s3pvefs.write.orphans import abort_stale_uploads
 
 log = logging.getLogger(__name__)
@@ -32,16 +34,35 @@ log = logging.getLogger(__name__)
 # Exit codes of `s3pvefs mount`, one per cause a user can act on.
 EXIT_OTHER, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_NO_BUCKET, EXIT_UNREACHABLE, EXIT_MOUNTPOINT, EXIT_NO_FUSE = \
     1, 2, 3, 4, 5, 6, 7
+EXIT_CLOCK_SKEW = 8  # S3 refuses the signature's time: this node's clock is off
 
 AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoCredentials",
                "InvalidToken", "ExpiredToken"}
 MISSING_CODES = {"404", "NoSuchBucket"}
 
 
+def check_fuse_device(path: str = "/dev/fuse") -> None:
+    """/dev/fuse must be a character device this process can open: missing (no fuse
+    module, a container without the device), something else in its place, or a
+    device the process may not open (a container's device policy, a nodev mount)
+    is one line and EXIT_NO_FUSE, before anything touches S3."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISCHR(st.st_mode):
+        raise MountError(f"{path} is missing: load the fuse module (modprobe fuse) or give the container "
+                         f"the device", EXIT_NO_FUSE)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        hint = "load the fuse module (modprobe fuse)" if e.errno in (errno.ENODEV, errno.ENXIO) else \
+            "a container needs the device allowed (Proxmox: pct set ID --features fuse=1), on a mount without nodev"
+        raise MountError(f"cannot open {path}: {e.strerror}: {hint}", EXIT_NO_FUSE) from None
+
+
 def check_mountpoint(mountpoint: str) -> None:
-    if not os.path.exists("/dev/fuse"):
-        raise MountError("/dev/fuse is missing: load the fuse module or give the container the device",
-                         EXIT_NO_FUSE)
+    check_fuse_device()
     if not os.path.isdir(mountpoint):
         raise MountError(f"mountpoint {mountpoint} does not exist or is not a directory", EXIT_MOUNTPOINT)
     if os.path.ismount(mountpoint):
@@ -49,11 +70,36 @@ def check_mountpoint(mountpoint: str) -> None:
                          EXIT_MOUNTPOINT)
 
 
+def prepare_cache_dir(config: Config) -> str:
+    """cache_dir/staging holds file data not yet committed: it is made 0700 (tightened
+    if looser) and must be a directory of this user, not a symlink. A cache_dir that
+    does not exist yet is created 0700 too; an existing one (a path the admin chose)
+    is left as it is."""
+    cache = config.resolved_cache_dir()
+    staging = os.path.join(cache, "staging")
+    try:
+        if not os.path.isdir(cache):
+            os.makedirs(cache, mode=0o700)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(staging, 0o700)
+        st = os.lstat(staging)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise ConfigError(f"cache_dir {cache}: {staging} is not a directory owned by uid {os.geteuid()}: "
+                              f"remove it, or choose another cache_dir")
+        if st.st_mode & 0o077:
+            os.chmod(staging, 0o700)
+    except OSError as e:
+        raise ConfigError(f"cache_dir {cache}: cannot prepare {staging}: {e.strerror}") from None
+    return staging
+
+
 async def check_bucket(store: S3Store, config: Config) -> None:
     where = config.store.endpoint_url or "AWS S3"
     try:
         await store.check_bucket()
     except StoreError as e:
+        if clock_skewed(e):  # before AUTH_CODES: a skewed request is refused with a 403 too
+            raise MountError(skew_message(e), EXIT_CLOCK_SKEW)
         if e.code in AUTH_CODES:
             raise MountError(f"access to bucket {store.bucket!r} at {where} denied: "
                              f"check the credentials and the bucket policy ({e.code})", EXIT_CREDENTIALS)
@@ -110,6 +156,7 @@ def return_big_buffers_to_the_system() -> None:
 
 async def run(config: Config, mountpoint: str, ready: Callable[[], None], status_socket: str | None = None) -> None:
     check_mountpoint(mountpoint)
+    prepare_cache_dir(config)
     return_big_buffers_to_the_system()
     async with contextlib.AsyncExitStack() as stack:
         try:  # aiobotocore creates the client, and looks for credentials, only here

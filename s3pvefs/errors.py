@@ -64,10 +64,14 @@ class StoreError(FsError):
 
     errno = errno.EIO
 
-    def __init__(self, message: str, *, code: str = "", transient: bool = False):
+    def __init__(self, message: str, *, code: str = "", transient: bool = False, skew: float | None = None):
         super().__init__(message)
         self.code = code
         self.transient = transient
+        # The local clock minus the server's, in seconds, as far as the answer tells
+        # (its Date header, or RequestTime/ServerTime of a RequestTimeTooSkewed); None
+        # when there was no answer.
+        self.skew = skew
 
 
 @contextlib.contextmanager

@@ -2,7 +2,10 @@
 
 aiobotocore and botocore types stop here: callers see ObjectInfo/ListPage and
 StoreError. Retries are botocore's "standard" mode (exponential backoff with
-jitter, throttling codes honoured), bounded by StoreConfig.max_attempts.
+jitter, throttling codes honoured), bounded by StoreConfig.max_attempts; the few
+retries made here (a provider's own throttling codes, a 429 botocore left alone, a
+GET body that broke off) use full-jitter backoff capped at BACKOFF_CAP, honour a
+Retry-After, and never wait past the request's deadline.
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import datetime
+import email.utils
 import hashlib
 import io
 import logging
-from typing import AsyncIterator
+import random
+import time
+from typing import AsyncIterator, Callable
 
 import aiobotocore.session
+import botocore.credentials
 import botocore.exceptions
 import trio
 from aiobotocore.config import AioConfig
@@ -58,9 +66,78 @@ _COPY_SPEEDUP = 16
 _COPY_BOUND = (5 << 30) // _COPY_SPEEDUP
 _COMPLETE_BOUND = 256 << 20
 
-async def _backoff(attempt: int) -> None:
-    """The wait before retry number `attempt` (1, 2, ...): 0.5 s, doubling."""
-    await trio.sleep(0.5 * 2 ** (attempt - 1))
+BACKOFF_BASE = 0.5  # seconds: the ceiling of the first wait, doubled per retry
+BACKOFF_CAP = 8.0  # no wait is longer, a server's Retry-After included
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None,
+                  rand: Callable[[], float] = random.random) -> float:
+    """The wait before retry number `attempt` (1, 2, ...): "full jitter", uniform in
+    [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**(attempt-1))], so that clients throttled
+    together do not come back together. A server's Retry-After is a floor, itself
+    capped: a server asking for an hour gets BACKOFF_CAP (the request deadline decides)."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt - 1, 32))
+    delay = rand() * ceiling
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, BACKOFF_CAP))
+    return delay
+
+
+def retry_after(headers: dict, now: float | None = None) -> float | None:
+    """Seconds a throttling answer asks to wait: `x-amz-retry-after` (milliseconds,
+    AWS) or `Retry-After` (seconds or an HTTP date); None if absent or unreadable."""
+    headers = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+    try:
+        if "x-amz-retry-after" in headers:
+            return max(0.0, int(headers["x-amz-retry-after"]) / 1000)
+    except ValueError:
+        pass
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+# A node whose clock is off: S3 refuses every signed request. AWS, Ceph RGW, MinIO,
+# Wasabi and B2 answer RequestTimeTooSkewed (403); other AWS-style services
+# RequestExpired / RequestInTheFuture, or InvalidSignatureException "Signature expired".
+SKEW_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired", "RequestInTheFuture"})
+MAX_SKEW = 900.0  # seconds: what AWS, Ceph RGW and MinIO allow (15 minutes)
+
+
+def clock_skewed(error: StoreError) -> bool:
+    """Whether S3 refused the request because this node's clock is off. A HEAD answer
+    has no body, hence no error code: a bare 403 whose Date is more than MAX_SKEW away
+    from the local clock counts as well."""
+    if error.code in SKEW_CODES:
+        return True
+    text = str(error).lower()
+    if error.code in ("InvalidSignatureException", "SignatureDoesNotMatch") and (
+            "expired" in text or "signature not yet current" in text):
+        return True
+    skew = getattr(error, "skew", None)
+    return error.code in ("403", "400", "AccessDenied", "SignatureDoesNotMatch") and skew is not None \
+        and abs(skew) > MAX_SKEW
+
+
+def skew_message(error: StoreError) -> str:
+    """One line for a user whose clock is off (error: a clock_skewed one)."""
+    skew = getattr(error, "skew", None)
+    if skew is not None and abs(skew) >= 1:
+        minutes = abs(skew) / 60
+        amount = f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min" if minutes >= 2 \
+            else f"{abs(skew):.0f} s"
+        how = f"is {amount} {'ahead of' if skew > 0 else 'behind'} the S3 server's"
+    else:
+        how = "differs from the S3 server's by more than 15 minutes"
+    return (f"the clock of this node {how} ({error.code}): S3 refuses requests signed with it; "
+            f"sync it (timedatectl set-ntp true, chrony)")
 
 
 _HASH_INLINE = 256 << 10  # smaller bodies are hashed on the loop: a thread hop costs more
@@ -76,15 +153,44 @@ async def _content_md5(data: bytes) -> str:
     return await trio.to_thread.run_sync(_md5_b64, data)  # hashlib lets go of the GIL
 
 
+def _parse_time(text) -> float | None:
+    """Epoch seconds of an HTTP date, or an ISO 8601 time (basic or extended, UTC)."""
+    text = str(text or "").strip()
+    if not text:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        pass
+    for fmt in ("%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            return datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def _skew(err: dict, headers: dict) -> float | None:
+    """Local clock minus the server's: exact from a RequestTimeTooSkewed's RequestTime
+    and ServerTime, else from the answer's Date header (to a second or so)."""
+    request_time, server_time = _parse_time(err.get("RequestTime")), _parse_time(err.get("ServerTime"))
+    if request_time is not None and server_time is not None:
+        return request_time - server_time
+    date = _parse_time({str(k).lower(): v for k, v in (headers or {}).items()}.get("date"))
+    return None if date is None else time.time() - date
+
+
 def _translate(op: str, key: str, exc: Exception) -> StoreError:
     """One place that turns botocore failures into StoreError, without secrets."""
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        meta = exc.response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode", 0)
         message = err.get("Message") or code
         transient = status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
-        return StoreError(f"{op} {key}: {code} ({status}) {message}", code=code, transient=transient)
+        return StoreError(f"{op} {key}: {code} ({status}) {message}", code=code, transient=transient,
+                          skew=_skew(err, meta.get("HTTPHeaders", {})))
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return StoreError(f"{op} {key}: no credentials found", code="NoCredentials")
     # Connection refused/reset, timeouts, DNS: botocore wraps them in BotoCoreError.
@@ -99,6 +205,56 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
         last_modified=resp["LastModified"].timestamp() if resp.get("LastModified") else 0.0,
         metadata={k.lower(): v for k, v in resp.get("Metadata", {}).items()} if with_meta else None,
     )
+
+
+class _Redact(logging.Filter):
+    """On the root logger's handlers: a secret key (or session token) in a log record,
+    message or traceback, is replaced before anything is written. Belt and braces:
+    nothing logs keys, and botocore's own request logging (which shows the access key
+    id, never the secret) is held at WARNING by the CLI's logging set-up."""
+
+    def __init__(self) -> None:
+        super().__init__("s3pvefs-redact")
+        self.secrets: set[str] = set()
+
+    def _clean(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[secret]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        texts = (message, record.exc_text or "", record.stack_info or "")
+        if any(secret in text for text in texts for secret in self.secrets):
+            record.msg, record.args = self._clean(message), ()
+            record.exc_text = self._clean(record.exc_text) if record.exc_text else record.exc_text
+            record.stack_info = self._clean(record.stack_info) if record.stack_info else record.stack_info
+        return True
+
+
+_REDACT = _Redact()
+
+
+def hide_in_logs(*values: str | None) -> None:
+    """Never let these strings (a secret key, a session token) reach a log handler."""
+    _REDACT.secrets.update(v for v in values if v and len(v) >= 8)
+    for handler in logging.getLogger().handlers:
+        if _REDACT not in handler.filters:
+            handler.addFilter(_REDACT)
+
+
+def _client_secrets(client) -> tuple[str | None, str | None]:
+    """The secret key and token the client signs with, when they are static ones
+    (refreshable, temporary credentials are left alone: reading them could refresh)."""
+    try:
+        creds = client._get_credentials()
+    except Exception:  # a private botocore interface: never let it break a mount
+        return None, None
+    if creds is None or isinstance(creds, botocore.credentials.RefreshableCredentials):
+        return None, None
+    return getattr(creds, "secret_key", None), getattr(creds, "token", None)
 
 
 class S3Store:
@@ -119,6 +275,8 @@ class S3Store:
         self.retries: collections.Counter[str] = collections.Counter()
         self._throttle_codes = throttle_codes
         self._max_attempts = max_attempts
+        self._rand: Callable[[], float] = random.random  # the backoff's jitter (tests fix it)
+        self._skew_logged = -1e9  # trio time of the last "clock is off" log line
 
     async def _body(self, data: bytes) -> dict:
         body = {"Body": _Body(data)}
@@ -153,6 +311,7 @@ class S3Store:
         client_cm = session.create_client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
                                           config=aio_config, verify=cfg.ca_bundle or None)
         async with client_cm as client:
+            hide_in_logs(*(keys or ())[1:], *_client_secrets(client))
             yield cls(client, cfg.bucket, content_md5=cfg.content_md5, request_deadline=cfg.request_deadline,
                       min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,
                       throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()))
@@ -176,7 +335,29 @@ class S3Store:
         except StoreError as e:
             if e.code not in _NOT_FOUND:  # a lookup of an absent name is no failure
                 self.errors[e.code] += 1
+            if clock_skewed(e) and trio.current_time() - self._skew_logged > 60:
+                self._skew_logged = trio.current_time()  # once a minute, not once per request
+                log.error("%s", skew_message(e))
             raise
+
+    async def _backoff(self, attempt: int, error: StoreError, wait_at_least: float | None = None) -> None:
+        """Wait before retry `attempt` (backoff_delay); if the request's deadline would
+        pass before the next attempt could even start, fail now with the real error
+        rather than sleep into a timeout."""
+        delay = backoff_delay(attempt, wait_at_least, self._rand)
+        if trio.current_time() + delay >= trio.current_effective_deadline():
+            raise error from None
+        await trio.sleep(delay)
+
+    def _retried_here(self, e: Exception, error: StoreError) -> bool:
+        """A provider's own throttling codes (throttle_codes), and a 429 Too Many Requests
+        that botocore did not retry itself (its code is not one botocore knows)."""
+        if error.code in self._throttle_codes:
+            return True
+        if isinstance(e, botocore.exceptions.ClientError):
+            meta = e.response.get("ResponseMetadata", {})
+            return meta.get("HTTPStatusCode") == 429 and not meta.get("RetryAttempts")
+        return False
 
     async def _attempts(self, op: str, key: str, kwargs: dict):
         """botocore retries the standard throttling answers itself; a provider's own
@@ -186,17 +367,31 @@ class S3Store:
                 return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
                 error = _translate(op, key, e)
-                if error.code not in self._throttle_codes or attempt == self._max_attempts:
+                if not self._retried_here(e, error) or attempt == self._max_attempts:
                     raise error from None
+                headers = getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
             self.retries[op] += 1
             body = kwargs.get("Body")
             if body is not None:
                 body.seek(0)  # the next attempt sends it again
-            await _backoff(attempt)
+            await self._backoff(attempt, error, retry_after(headers))
 
     async def check_bucket(self) -> None:
-        """HeadBucket; StoreError with code 404/403/Network on failure."""
-        await self._call("head_bucket", self.bucket)
+        """HeadBucket; StoreError with code 404/403/Network on failure. The answer to a
+        HEAD has no body, so a refusal comes as a bare 403/400: a ListObjectsV2 of one key
+        then asks again, for the error code (RequestTimeTooSkewed, SignatureDoesNotMatch,
+        InvalidAccessKeyId, a region error...) that says what to fix."""
+        try:
+            await self._call("head_bucket", self.bucket)
+        except StoreError as e:
+            if e.code not in ("403", "400"):
+                raise
+            try:
+                await self._call("list_objects_v2", "", MaxKeys=1)
+            except StoreError as detail:
+                if detail.code and not detail.code.isdigit():
+                    raise detail from None
+            raise
 
     async def head(self, key):
         try:
@@ -234,15 +429,16 @@ class S3Store:
                         data = await body.read()
                 except (botocore.exceptions.BotoCoreError, OSError) as e:
                     # botocore retries a request, not a body that broke off halfway
+                    error = _translate("get_object", key, e)
                     if attempt == self._max_attempts:
-                        raise _translate("get_object", key, e) from None
-                    self.retries["get_object body"] += 1
-                    await _backoff(attempt)
-                    continue
-                if len(data) != end - start and len(data) != int(resp.get("ContentLength", len(data))):
-                    raise StoreError(f"get_object {key}: {len(data)} bytes for a range of {end - start}",
-                                     code="ShortRead", transient=True)
-                return data
+                        raise error from None
+                else:
+                    if len(data) != end - start and len(data) != int(resp.get("ContentLength", len(data))):
+                        raise StoreError(f"get_object {key}: {len(data)} bytes for a range of {end - start}",
+                                         code="ShortRead", transient=True)
+                    return data
+                self.retries["get_object body"] += 1
+                await self._backoff(attempt, error)
 
     async def put(self, key, body, metadata, content_type=None):
         kwargs = {"Key": key, "Metadata": metadata, **await self._body(body)}

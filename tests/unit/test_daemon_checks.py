@@ -1,0 +1,85 @@
+"""The daemon's checks before it touches S3: the staging directory is private (made or
+tightened to 0700, refused when it is not a directory of ours), and /dev/fuse is a
+character device that can be opened. The same on a real mount: tests/mount/
+test_security.py and tests/mount/test_cli_errors.py::test_no_usable_dev_fuse_is_exit_7."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from s3pvefs import daemon
+from s3pvefs.config import CacheConfig, Config
+from s3pvefs.errors import ConfigError, MountError
+
+
+def config_with(cache_dir) -> Config:
+    return Config(cache=CacheConfig(cache_dir=str(cache_dir)))
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_a_new_cache_dir_and_its_staging_are_made_0700(tmp_path):
+    cache = tmp_path / "a" / "b" / "cache"
+    staging = daemon.prepare_cache_dir(config_with(cache))
+    assert staging == str(cache / "staging")
+    assert mode(cache) == 0o700 and mode(staging) == 0o700
+
+
+def test_a_loose_staging_dir_is_tightened_an_admins_cache_dir_is_left(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "staging").mkdir(parents=True)
+    os.chmod(cache, 0o755)
+    os.chmod(cache / "staging", 0o777)
+    daemon.prepare_cache_dir(config_with(cache))
+    assert mode(cache / "staging") == 0o700 and mode(cache) == 0o755
+
+
+@pytest.mark.parametrize("what", ["symlink", "file"])
+def test_a_staging_that_is_not_our_directory_is_refused(tmp_path, what):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chmod(elsewhere, 0o777)
+    if what == "symlink":
+        (cache / "staging").symlink_to(elsewhere)
+    else:
+        (cache / "staging").write_text("")
+    with pytest.raises(ConfigError) as e:
+        daemon.prepare_cache_dir(config_with(cache))
+    assert "not a directory owned by" in str(e.value) and "\n" not in str(e.value)
+    assert mode(elsewhere) == 0o777  # nothing done through the link
+
+
+def test_a_staging_dir_of_another_user_is_refused(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "staging").mkdir(parents=True)
+    os.chown(cache / "staging", 12345, 12345)
+    with pytest.raises(ConfigError):
+        daemon.prepare_cache_dir(config_with(cache))
+
+
+def test_fuse_device_missing_or_not_a_device(tmp_path):
+    with pytest.raises(MountError) as e:
+        daemon.check_fuse_device(str(tmp_path / "fuse"))
+    assert e.value.exit_code == daemon.EXIT_NO_FUSE == 7 and "is missing" in str(e.value)
+    (tmp_path / "fuse").write_text("")
+    with pytest.raises(MountError) as e:
+        daemon.check_fuse_device(str(tmp_path / "fuse"))
+    assert e.value.exit_code == 7
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+def test_the_real_fuse_device_passes():
+    daemon.check_fuse_device()
+
+
+def test_exit_codes_are_distinct():
+    codes = [daemon.EXIT_OTHER, daemon.EXIT_USAGE, daemon.EXIT_CREDENTIALS, daemon.EXIT_NO_BUCKET,
+             daemon.EXIT_UNREACHABLE, daemon.EXIT_MOUNTPOINT, daemon.EXIT_NO_FUSE, daemon.EXIT_CLOCK_SKEW]
+    assert codes == [1, 2, 3, 4, 5, 6, 7, 8]
