@@ -8,6 +8,7 @@ Unknown keys and wrong types are ConfigError naming the file, key and expected t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import tomllib
@@ -79,8 +80,14 @@ class CacheConfig:
     stale_answer_after: float = 0.5
     kernel_entry_timeout: float = 1.0  # how long the kernel trusts a name / attributes
     kernel_attr_timeout: float = 1.0
-    # Local staging files for data written but not yet committed.
+    # The write-back cache of files changed in place (random writes, VM disks): only
+    # the ranges read or written are kept, in sparse files under cache_dir.
     cache_dir: str = ""  # "" = /var/cache/s3pvefs as root, else ~/.cache/s3pvefs
+    # Local disk for that cache, the whole mount: clean data is dropped first, then
+    # the file with the most unsent data is committed early; writers wait meanwhile.
+    disk_budget: int = field(default=8 * GiB, metadata=_SIZE)
+    # A read of a cached file's range not held locally fetches this much around it.
+    fill_size: int = field(default=1 * MiB, metadata=_SIZE)
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,13 @@ class Config:
     write: WriteConfig = field(default_factory=WriteConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
     mount: MountOptions = field(default_factory=MountOptions)
+
+    def mount_id(self) -> str:
+        """Names this mount's cache files: the bucket, and a hash of where and which prefix,
+        so mounts of different buckets never read each other's leftovers."""
+        s = self.store
+        digest = hashlib.sha256(f"{s.endpoint_url}\0{s.bucket}\0{s.prefix}".encode()).hexdigest()[:12]
+        return f"{s.bucket}-{digest}"
 
     def resolved_cache_dir(self) -> str:
         if self.cache.cache_dir:

@@ -166,6 +166,10 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
         await check_bucket(store, config)
         async with trio.open_nursery() as nursery:
             fs = Filesystem(store, config, nursery)
+            notify("STATUS=committing data a stopped daemon left in the cache")
+            recovered = await fs.recover()
+            if recovered:
+                log.warning("cache leftovers: %s", ", ".join(f"{r.path} {r.outcome}" for r in recovered))
             pyfuse3.init(Operations(fs, config), mountpoint, fuse_options(config))
             mounted = True
             try:

@@ -31,7 +31,7 @@ class _Snapshot:
             memory.add_metric([budget, "used"], s["memory"][f"{budget}_used"])
             memory.add_metric([budget, "limit"], s["memory"][f"{budget}_limit"])
         yield memory
-        yield GaugeMetricFamily("s3pvefs_staging_bytes", "Local disk used by staged files", s["staging_bytes"])
+        yield GaugeMetricFamily("s3pvefs_staging_bytes", "Local disk used by the write-back cache", s["staging_bytes"])
         requests = CounterMetricFamily("s3pvefs_s3_requests", "S3 requests by operation", labels=["operation"])
         for op, n in s["requests"].items():
             requests.add_metric([op], n)

@@ -2,7 +2,7 @@
 
 The daemon answers on a unix socket next to its pid file (/run/s3pvefs/<hash>.sock,
 root only) with one JSON snapshot per connection: files not yet committed (streamed
-or staged, bytes written / sent / confirmed stored, parts in flight), memory and
+or cached, bytes written / sent / confirmed stored, parts in flight), memory and
 local disk in use, S3 requests and failures. The command polls it: rate and ETA come
 from two snapshots a second apart, and on a terminal it redraws every second.
 """
@@ -29,7 +29,8 @@ def snapshot(fs, store) -> dict:
         if local.stream is not None:
             entry.update(kind="streamed", **local.stream.progress())
         elif local.staged is not None:
-            entry.update(kind="staged", written=local.stat.size, sent=0, stored=0, parts_in_flight=0)
+            entry.update(kind="cached", written=local.stat.size, sent=0, stored=0, parts_in_flight=0,
+                         dirty=local.staged.dirty_bytes, local=local.staged.local_bytes)
         else:
             entry.update(kind="attributes", written=0, sent=0, stored=0, parts_in_flight=0)
         files.append(entry)
@@ -40,8 +41,9 @@ def snapshot(fs, store) -> dict:
         "files": sorted(files, key=lambda f: f["path"] or ""),
         "memory": {"write_used": fs.budget.used, "write_limit": fs.budget.limit,
                    "read_used": fs.read_budget.used, "read_limit": fs.read_budget.limit},
-        "staging_bytes": sum(i.local.stat.size for i in fs.table.with_local()
-                             if i.local.staged is not None),
+        "staging_bytes": fs.space.used,
+        "cache": {"used": fs.space.used, "budget": fs.space.budget, "evicted": fs.space.evicted,
+                  "write_backs": fs.space.write_backs},
         "requests": dict(getattr(store, "requests", {})),
         "errors": dict(getattr(store, "errors", {})),
         "retries": dict(getattr(store, "retries", {})),
@@ -123,7 +125,7 @@ def render(snap: dict, mountpoint: str) -> str:
     m = snap["memory"]
     lines.append(f"memory: writes {_size(m['write_used'])} of {_size(m['write_limit'])}, "
                  f"read-ahead {_size(m['read_used'])} of {_size(m['read_limit'])}; "
-                 f"local staging {_size(snap['staging_bytes'])}")
+                 f"local cache {_size(snap['staging_bytes'])} of {_size(snap['cache']['budget'])}")
     requests = ", ".join(f"{k} {v}" for k, v in sorted(snap["requests"].items())) or "none"
     errors = ", ".join(f"{k} {v}" for k, v in sorted(snap["errors"].items())) or "none"
     lines.append(f"S3 requests: {requests}")

@@ -37,9 +37,12 @@ from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, 
 from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.budget import MemoryBudget
-from s3pvefs.write.staging import StagedFile
+from s3pvefs.write.cachespace import CacheSpace
+from s3pvefs.write.recovery import Recovered, lock_cache, recover
+from s3pvefs.write.sparse import SparseFile
 from s3pvefs.write.stream import StreamedFile
-from s3pvefs.write.uploader import copy_object, upload_staged
+from s3pvefs.write.uploader import copy_object
+from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,11 @@ class Filesystem:
         self._next_fh = 1
         self._hidden: dict[str, str] = {}  # key -> etag of unlinked objects still open
         self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
-        self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging")
+        self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging", config.mount_id())
+        self._recovered_dir = os.path.join(config.resolved_cache_dir(), "recovered")
+        self.space = CacheSpace(config.cache.disk_budget, self._write_back)
+        self._sparse_owner: dict[SparseFile, Inode] = {}
+        self._cache_lock: int | None = None
         self.fresh = Freshness(self._fetch_stat, self.cache, nursery, config.cache.stale_answer_after)
         self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
         self.budget = MemoryBudget(config.write.memory_budget)
@@ -440,26 +447,89 @@ class Filesystem:
             if stream is None:
                 return
             if not stream.uploading:
-                staged = StagedFile(self._staging_dir)
+                etag = None
+                if stream.committed:  # an append: the object at the key is the base
+                    info = await self.store.head(self.key(inode))
+                    etag = info.etag if info is not None and info.size == stream.committed else None
+                    if etag is None:
+                        raise FsError("file changed in S3 while being appended to", err=errno.ESTALE)
+                if stream is not local.stream or stream.uploading:
+                    raise FsError("file changed while moving to the cache", err=errno.EAGAIN)
+                sparse = self._new_sparse(inode, stream.committed if stream.committed else None, etag,
+                                          stream.committed)
                 try:
-                    await self._download(self.key(inode), stream.committed, staged)
-                    if stream is not local.stream or stream.uploading:
-                        raise FsError("file changed while moving to staging", err=errno.EAGAIN)
-                    staged.write(stream.base, bytes(stream.buf))
-                    staged.truncate(stream.end)
+                    await self._sparse_write(inode, sparse, stream.base, bytes(stream.buf))
+                    sparse.truncate(stream.end)
                 except BaseException:
-                    staged.close()
+                    self._drop_sparse(sparse)
                     raise
-                local.staged = staged
+                local.staged = sparse
                 local.drop_stream()
                 return
         await self._commit(inode)
         local.drop_stream()
 
-    async def _download(self, key: str, size: int, staged: StagedFile) -> None:
-        chunk = self.cfg.read.chunk_size
-        for start in range(0, size, chunk):
-            staged.write(start, await self.store.get_range(key, start, min(start + chunk, size)))
+    # ------------------------------------------------------------------ write-back cache
+    def _new_sparse(self, inode: Inode, base_size: int | None, base_etag: str | None, size: int) -> SparseFile:
+        """A write-back cache for inode over the object at its key (base_size None: none)."""
+        sparse = SparseFile(self._staging_dir, key=self.key(inode), path=self.path(inode),
+                            base_size=base_size or 0, base_etag=base_etag if base_size is not None else None,
+                            size=size, metadata=encode_metadata(inode.local.stat),
+                            fill_size=self.cfg.cache.fill_size)
+        self.space.track(sparse)
+        self._sparse_owner[sparse] = inode
+        return sparse
+
+    def _drop_sparse(self, sparse: SparseFile) -> None:
+        self.space.untrack(sparse)
+        self._sparse_owner.pop(sparse, None)
+        sparse.remove()
+
+    def _base_fetcher(self, inode: Inode, sparse: SparseFile, *, to_cache: bool = True):
+        """Bytes of the base object; to_cache: they will be held locally (room first)."""
+        async def fetch(start: int, end: int) -> bytes:
+            if to_cache:
+                await self.space.make_room(sparse, end - start)
+            return await self.store.get_range(self.key(inode), start, end, sparse.base_etag)
+        return fetch
+
+    async def _sparse_write(self, inode: Inode, sparse: SparseFile, offset: int, data: bytes) -> int:
+        await self.space.make_room(sparse, len(data))
+        return await sparse.write(offset, data, self._base_fetcher(inode, sparse))
+
+    async def _write_back(self, sparse: SparseFile) -> None:
+        """Commit a cached file early (the disk budget is full of its unsent data)."""
+        inode = self._sparse_owner.get(sparse)
+        if inode is not None and inode.local is not None and inode.local.staged is sparse:
+            await self._commit(inode)
+
+    async def _commit_sparse(self, inode: Inode, key: str, meta: dict[str, str]) -> None:
+        local = inode.local
+        sparse = local.staged
+        size = sparse.size
+        taken = sparse.begin_commit()
+        try:
+            if not taken and size == sparse.base_size == sparse.base_end == local.remote_size:
+                await copy_object(self.store, key, key, size, meta, self.cfg.write)  # attributes only
+                etag = None
+            else:
+                fetch = self._base_fetcher(inode, sparse, to_cache=False)  # into parts, not the cache
+                etag = await upload_sparse(self.store, key, sparse, taken, meta, self.cfg.write, fetch)
+        except BaseException:
+            sparse.commit_failed(taken)
+            raise
+        if etag is None:
+            info = await self.store.head(key)
+            etag = info.etag if info is not None else None
+        sparse.metadata = meta
+        sparse.committed(size, etag)
+
+    async def recover(self) -> list[Recovered]:
+        """Take this mount's cache directory and deal with what a killed daemon left in
+        it (recovery.py). Before the mount is served: nobody sees the old bytes."""
+        if self._cache_lock is None:
+            self._cache_lock = lock_cache(self._staging_dir)
+        return await recover(self.store, self._staging_dir, self._recovered_dir, self.cfg.write)
 
     async def _truncate(self, inode: Inode, size: int) -> None:
         local = inode.local
@@ -471,7 +541,8 @@ class Filesystem:
                 return
             await self._unstream(inode)
         await self._load(inode)
-        local.staged.truncate(size)
+        async with local.lock:  # not in the middle of a commit reading it
+            local.staged.truncate(size)
 
     async def _load(self, inode: Inode) -> LocalFile:
         """Make the file's whole contents local (staged) before a change to its data."""
@@ -486,18 +557,23 @@ class Filesystem:
             if local.remote_size and not inode.attached and inode.frozen_key not in self._hidden:
                 # As in read(): its key holds another file's object now, or nothing.
                 raise FsError("file was replaced or removed while open", err=errno.ESTALE)
-            staged = StagedFile(self._staging_dir)
-            try:
-                await self._download(self.key(inode), local.remote_size or 0, staged)
-                staged.truncate(local.stat.size if local.remote_size is not None else 0)
-            except BaseException:
-                staged.close()
-                raise
-            local.staged = staged
+            etag = None
+            if local.remote_size is not None:
+                etag = local.stat.etag
+                if etag is None:
+                    info = await self.store.head(self.key(inode))
+                    if info is None or info.size != local.remote_size:
+                        raise FsError("file was replaced or removed while open", err=errno.ESTALE)
+                    etag = info.etag
+            local.staged = self._new_sparse(inode, local.remote_size, etag,
+                                            local.stat.size if local.remote_size is not None else 0)
         return local
 
     def _drop_local(self, inode: Inode) -> None:
         if inode.local is not None and inode.open_handles == 0:
+            if inode.local.staged is not None:
+                self._drop_sparse(inode.local.staged)
+                inode.local.staged = None
             inode.local.close()
             inode.local = None
             self.table.drop_if_unused(inode)
@@ -518,7 +594,7 @@ class Filesystem:
             if local.stream is not None and not local.stream.clean():
                 await local.stream.commit(meta)
             elif local.staged is not None:
-                await upload_staged(self.store, key, local.staged, local.stat.size, meta, self.cfg.write)
+                await self._commit_sparse(inode, key, meta)
             elif local.remote_size is not None:  # attributes only: rewrite metadata in place
                 await copy_object(self.store, key, key, local.remote_size, meta, self.cfg.write)
             else:
@@ -565,14 +641,16 @@ class Filesystem:
             if flags & os.O_TRUNC and writable and s.size:
                 local = self._local(inode, s)
                 if local.staged is not None:
-                    local.staged.truncate(0)
+                    async with local.lock:
+                        local.staged.truncate(0)
                 elif inode.attached:
                     if local.stream is None:
                         local.stream = self._new_stream(inode)
                     local.stream.reset()
                 else:
                     await self._load(inode)
-                    local.staged.truncate(0)
+                    async with local.lock:
+                        local.staged.truncate(0)
                 t = now_ns()
                 local.touch(local.stat.with_(size=0, mtime_ns=t, ctime_ns=t))
         except BaseException:
@@ -591,17 +669,24 @@ class Filesystem:
                 return data
             await self._unstream(inode)  # bytes in parts of an upload: commit, then read the object
         if local is not None and local.staged is not None:
-            return local.staged.read(offset, min(size, max(0, local.stat.size - offset)))
+            sparse = local.staged
+            end = min(offset + size, sparse.size)
+            if not (end - offset >= self.cfg.cache.fill_size and sparse.untouched(offset, end)):
+                return await sparse.read(offset, size, self._base_fetcher(inode, sparse))
+            # a long read of bytes only the base has: from S3 with read-ahead, not cached
         if not inode.attached and (inode.frozen_key is None or inode.frozen_key not in self._hidden):
             # Its name is gone (unlinked, replaced by a rename) and its key holds another
             # file's object now, or nothing: an error, never another file's bytes.
             raise FsError("file was replaced or removed while open", err=errno.ESTALE)
-        if h.prefetcher is not None and local is not None and h.prefetcher.size != local.stat.size:
-            h.prefetcher.close()  # written through this mount since: a new size
+        if local is not None:  # written through this mount: the object's part still valid
+            readable = local.staged.base_end if local.staged is not None else local.stat.size
+        else:
+            readable = (await self.getattr(inode.ino)).size
+        if h.prefetcher is not None and h.prefetcher.size != readable:
+            h.prefetcher.close()
             h.prefetcher = None
         if h.prefetcher is None:
-            s = local.stat if local is not None else await self.getattr(inode.ino)
-            h.prefetcher = Prefetcher(self.store, lambda: self.key(inode), s.size, self.cfg.read,
+            h.prefetcher = Prefetcher(self.store, lambda: self.key(inode), readable, self.cfg.read,
                                       self._nursery, self.read_budget)
         return await h.prefetcher.read(offset, size)
 
@@ -636,7 +721,7 @@ class Filesystem:
                 await self._load(inode)  # not sequential: the staging path takes over
         if local.stream is None:
             await self._load(inode)
-            n = local.staged.write(offset, data)
+            n = await self._sparse_write(inode, local.staged, offset, data)
         t = now_ns()
         local.touch(local.stat.with_(size=max(local.stat.size, offset + n), mtime_ns=t, ctime_ns=t))
         return n
@@ -723,8 +808,11 @@ class Filesystem:
             # was sent is committed, and that object is then hidden like any other.
             await self._unstream(inode)
         remote = local.remote_size is not None if local is not None else True
-        if inode is not None and inode.open_handles and remote and (local is None or local.staged is None):
-            # Still open and its data is only in S3: hide the object, delete it at last close.
+        if local is not None and local.staged is not None:
+            local.staged.forget_key()  # its cached data is no file's any more: never recovered
+        if inode is not None and inode.open_handles and remote:
+            # Still open and (some of) its data is only in S3: hide the object, delete it
+            # at last close.
             etag = s.etag or getattr(await self.store.head(key), "etag", None)
             if etag:
                 self._hidden[key] = etag
@@ -804,8 +892,12 @@ class Filesystem:
             if stream is not None and stream.uploading:
                 await self._commit(src_inode)  # parts belong to an upload at the old key
             remote_size = local.remote_size if local is not None else src.size
-            if remote_size is not None:
-                meta = encode_metadata(local.stat) if local is not None and local.staged is None else None
+            sparse = local.staged if local is not None else None
+            if sparse is not None:
+                async with local.lock:  # no commit to the old key meanwhile
+                    await self._rename_cached(src_key, dst_key, dst_path, remote_size, sparse, dst is not None)
+            elif remote_size is not None:
+                meta = encode_metadata(local.stat) if local is not None else None
                 await copy_object(self.store, src_key, dst_key, remote_size, meta, self.cfg.write)
                 self._unhide(dst_key)
                 await self.store.delete(src_key)
@@ -818,6 +910,20 @@ class Filesystem:
             self.cache.put_negative(src_path)
             self.cache.put_stat(dst_path, src if local is None else local.stat)
         self.table.move(src_inode, dst_parent.ino, dst_name)
+
+    async def _rename_cached(self, src_key: str, dst_key: str, dst_path: str, remote_size: int | None,
+                             sparse: SparseFile, replacing: bool) -> None:
+        """Rename a file with a write-back cache: its base object moves server-side
+        and the cache (and its journal) follow it to the new key."""
+        if remote_size is not None:
+            await copy_object(self.store, src_key, dst_key, remote_size, None, self.cfg.write)
+            self._unhide(dst_key)
+            info = await self.store.head(dst_key)
+            await self.store.delete(src_key)
+            sparse.base_etag = info.etag if info is not None else None
+        elif replacing:
+            await self.store.delete(dst_key)  # replaced by a file not committed yet
+        sparse.rekey(dst_key, dst_path)
 
     async def _move_tree(self, src_path: str, dst_path: str) -> None:
         """Copy every object under a directory to its new prefix, then delete the

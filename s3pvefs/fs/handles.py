@@ -9,7 +9,7 @@ import trio
 from s3pvefs.namespace.inodes import Inode
 from s3pvefs.namespace.stat import Stat
 from s3pvefs.read.prefetcher import Prefetcher
-from s3pvefs.write.staging import StagedFile
+from s3pvefs.write.sparse import SparseFile
 from s3pvefs.write.stream import StreamedFile
 
 
@@ -18,14 +18,14 @@ class LocalFile:
     """What this mount knows about a file that S3 does not have yet.
 
     At most one of ``stream`` (a sequential write going to S3 as it is written)
-    and ``staged`` (the file's whole current contents on local disk) is set; with
+    and ``staged`` (its sparse write-back cache over the object, write/sparse.py) is set; with
     neither, only the attributes differ from the object. ``remote_size`` is the
     size of the object at the key, None when there is none.
     """
 
     stat: Stat
     remote_size: int | None
-    staged: StagedFile | None = None
+    staged: SparseFile | None = None
     stream: StreamedFile | None = None
     dirty: bool = False
     generation: int = 0  # bumped by every change, so a commit knows if it caught them all
@@ -37,8 +37,8 @@ class LocalFile:
         self.generation += 1
 
     def close(self) -> None:
-        if self.staged is not None:
-            self.staged.close()
+        if self.staged is not None:  # normally removed by the filesystem (cache accounting)
+            self.staged.remove()
             self.staged = None
         self.drop_stream()
 

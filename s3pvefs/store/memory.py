@@ -44,6 +44,8 @@ class MemoryStore:
         self._ids = itertools.count(1)
         self.min_part_size = 5 << 20  # as S3: every part but the last at least this
         self.ranges: list[tuple[str, int, int]] = []  # every GET: (key, start, end)
+        self.sent = 0  # body bytes of PUTs and parts: what a client uploads
+        self.copied = 0  # bytes copied server-side (CopyObject, UploadPartCopy)
 
     # -- test helpers -------------------------------------------------------
     def put_outside(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
@@ -113,6 +115,7 @@ class MemoryStore:
 
     async def put(self, key, body, metadata, content_type=None):
         await self._enter("put")
+        self.sent += len(body)
         obj = _Object(bytes(body), dict(metadata), hashlib.md5(body).hexdigest(), time.time(), content_type)
         self.objects[key] = obj
         return obj.etag
@@ -123,6 +126,7 @@ class MemoryStore:
         if obj is None:
             raise StoreError(f"COPY {src}: no such key", code="NoSuchKey")
         meta = dict(obj.metadata if metadata is None else metadata)
+        self.copied += len(obj.data)
         self.objects[dst] = _Object(obj.data, meta, obj.etag, time.time(), obj.content_type)
 
     async def delete(self, key):
@@ -139,6 +143,7 @@ class MemoryStore:
         await self._enter("upload_part")
         if upload_id not in self.uploads or self.uploads[upload_id].key != key:
             raise StoreError(f"NoSuchUpload: {upload_id}", code="NoSuchUpload")
+        self.sent += len(body)
         self.uploads[upload_id].parts[number] = bytes(body)
         self.uploads[upload_id].last_part = time.time()
         return hashlib.md5(body).hexdigest()
@@ -146,6 +151,7 @@ class MemoryStore:
     async def upload_part_copy(self, key, upload_id, number, src, start, end):
         await self._enter("upload_part_copy")
         data = self.objects[src].data[start:end]
+        self.copied += len(data)
         self.uploads[upload_id].parts[number] = data
         return hashlib.md5(data).hexdigest()
 

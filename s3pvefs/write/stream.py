@@ -8,7 +8,7 @@ still land in memory; a gap ahead of the end is filled with zeros as it would
 read, and sent like data.
 
 A write before ``base`` (bytes already sent) cannot be served here: ``write``
-returns False and the filesystem moves the file to the staging path.
+returns False and the filesystem moves the file to its write-back cache (sparse.py).
 
 ``commit`` makes the object at the key hold everything written so far: a single
 PUT when nothing was sent yet, else the last part and CompleteMultipartUpload.
@@ -144,7 +144,7 @@ class StreamedFile:
         if size < self.base:
             return False
         if size > self.end:
-            return False  # an extension needs budget: let the staging path have it
+            return False  # an extension needs budget: let the write-back cache have it
         if size < self.end:
             cut = self.end - size
             del self.buf[size - self.base:]

@@ -1,9 +1,8 @@
-"""Uploads and server-side copies of whole objects.
+"""Multipart uploads and server-side copies of whole objects.
 
-upload_staged: the object from a staging file: one PUT up to multipart_threshold,
-else a multipart upload with parts sized by parts.part_size_for and at most
-upload_concurrency parts (so that many part buffers) in flight. Any failure aborts
-the multipart upload: no partial object, no incomplete upload left behind.
+multipart: parts from a plan, at most upload_concurrency (so that many part
+buffers) in flight. Any failure aborts the upload: no partial object, no
+incomplete upload left behind.
 
 copy_object: CopyObject up to 5 GiB, parallel UploadPartCopy above; no data passes
 through this process.
@@ -20,7 +19,6 @@ from s3pvefs.config import WriteConfig
 from s3pvefs.errors import StoreError, single_error
 from s3pvefs.store.base import ObjectStore, PartEtag
 from s3pvefs.write.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
-from s3pvefs.write.staging import StagedFile
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +26,11 @@ log = logging.getLogger(__name__)
 COPY_PART = 256 << 20
 
 
-async def _multipart(store: ObjectStore, key: str, metadata: dict[str, str], size: int,
-                     cfg: WriteConfig, min_part: int,
-                     send_part: Callable[[str, int, int, int], Awaitable[str]]) -> None:
-    """Run a multipart upload whose parts are produced by send_part(upload_id, n, start, end)."""
-    part = part_size_for(size, min_part)
+async def multipart(store: ObjectStore, key: str, metadata: dict[str, str],
+                    ranges: list[tuple[int, int, int]], cfg: WriteConfig,
+                    send_part: Callable[[str, int, int, int], Awaitable[str]]) -> None:
+    """Run a multipart upload of parts (number, start, end), each produced by
+    send_part(upload_id, number, start, end)."""
     upload_id = await store.create_multipart(key, metadata)
     etags: list[PartEtag] = []
     # Taken before a part starts, given back when it is stored: at most
@@ -48,7 +46,7 @@ async def _multipart(store: ObjectStore, key: str, metadata: dict[str, str], siz
     try:
         with single_error():
             async with trio.open_nursery() as nursery:
-                for n, start, end in part_ranges(size, part):
+                for n, start, end in ranges:
                     await slots.acquire()
                     nursery.start_soon(one, n, start, end)
         # S3 wants the list in ascending order; parts finish in any order
@@ -60,21 +58,6 @@ async def _multipart(store: ObjectStore, key: str, metadata: dict[str, str], siz
             except StoreError as e:
                 log.warning("could not abort multipart upload of %s: %s", key, e)
         raise
-
-
-async def upload_staged(store: ObjectStore, key: str, staged: StagedFile, size: int,
-                        metadata: dict[str, str], cfg: WriteConfig) -> None:
-    if size <= cfg.multipart_threshold:
-        await store.put(key, await staged.read_bulk(0, size) if size else b"", metadata)
-        return
-
-    async def send(upload_id: str, n: int, start: int, end: int) -> str:
-        body = await staged.read_bulk(start, end - start)
-        if len(body) != end - start:
-            raise StoreError(f"staging file of {key} shrank during upload")
-        return await store.upload_part(key, upload_id, n, body)
-
-    await _multipart(store, key, metadata, size, cfg, cfg.min_part_size, send)
 
 
 async def copy_object(store: ObjectStore, src: str, dst: str, size: int,
@@ -90,4 +73,5 @@ async def copy_object(store: ObjectStore, src: str, dst: str, size: int,
     async def send(upload_id: str, n: int, start: int, end: int) -> str:
         return await store.upload_part_copy(dst, upload_id, n, src, start, end)
 
-    await _multipart(store, dst, metadata, size, cfg, max(cfg.min_part_size, COPY_PART), send)
+    part = part_size_for(size, max(cfg.min_part_size, COPY_PART))
+    await multipart(store, dst, metadata, part_ranges(size, part), cfg, send)

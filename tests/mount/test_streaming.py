@@ -115,7 +115,7 @@ def daemon_pid(m) -> int:
 
 
 def staging_fds(pid: int, cache_dir: str) -> set[str]:
-    """The daemon's open staging files (unlinked at creation: '... (deleted)')."""
+    """The daemon's open write-back cache files (the directory's lock is not one)."""
     found = set()
     staging = os.path.join(os.path.realpath(cache_dir), "staging") + "/"
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -123,7 +123,7 @@ def staging_fds(pid: int, cache_dir: str) -> set[str]:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        if target.startswith(staging):
+        if target.startswith(staging) and not target.endswith("/.lock"):
             found.add(target)
     return found
 

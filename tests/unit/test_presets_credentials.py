@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import trio
 
 from s3pvefs import credentials
 from s3pvefs.config import Config, StoreConfig, apply_options, config_path, load_file, with_preset
@@ -83,16 +84,19 @@ def test_systemd_credentials_directory(monkeypatch, tmp_path):
     assert credentials.resolve(StoreConfig()) is None  # botocore's chain
 
 
-def test_staging_directory_and_files_are_private(tmp_path):
-    from s3pvefs.write.staging import StagedFile
+def test_cache_directory_and_files_are_private(tmp_path):
+    from s3pvefs.write.sparse import SparseFile
     d = tmp_path / "staging"
     d.mkdir(mode=0o755)
     os.chmod(d, 0o755)
-    f = StagedFile(str(d))
+    f = SparseFile(str(d), key="k", path="p", base_size=0, base_etag=None, size=0, metadata={},
+                   fill_size=1 << 20)
     try:
-        f.write(0, b"secret data")
+        trio.run(f.write, 0, b"secret data", None)
         assert os.stat(d).st_mode & 0o777 == 0o700
-        assert os.listdir(d) == []  # unlinked at creation: nothing to find
-        assert os.fstat(f.fd).st_mode & 0o777 == 0o600
+        for name in os.listdir(d):  # the data and its journal: root's alone
+            assert os.stat(d / name).st_mode & 0o777 == 0o600, name
+        assert sorted(n.rsplit(".", 1)[1] for n in os.listdir(d)) == ["data", "json"]
     finally:
-        f.close()
+        f.remove()
+    assert os.listdir(d) == []

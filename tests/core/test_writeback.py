@@ -1,0 +1,227 @@
+"""Files changed in place: the sparse write-back cache through the Filesystem.
+
+A commit sends windows holding written bytes and copies the rest server-side; the
+cache stays within its disk budget (clean data dropped, dirty data written back);
+what a killed daemon left in the cache is committed, or kept aside and named, at
+the next mount (write/recovery.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+
+import trio
+
+from s3pvefs.config import CacheConfig, Config, MiB, StoreConfig, WriteConfig
+from s3pvefs.fs.filesystem import Filesystem
+from s3pvefs.store.memory import MemoryStore
+from tests.core.helpers import ROOT, read_all
+
+SIZE = 256 * MiB
+
+
+def big_object(store: MemoryStore, key: str = "pve/disk.raw", size: int = SIZE) -> bytearray:
+    data = bytearray(os.urandom(size))
+    store.put_outside(key, bytes(data))
+    return data
+
+
+async def open_rw(fs, name: bytes):
+    inode, _ = await fs.lookup(ROOT, name)
+    return inode, await fs.open(inode.ino, os.O_RDWR)
+
+
+def test_rewriting_1_mib_of_a_big_object_sends_about_one_part(run):
+    store = MemoryStore()
+    data = big_object(store)
+
+    async def body(fs, store):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        store.reset_counts()
+        patch = os.urandom(MiB)
+        at = 100 * MiB + 12345  # not aligned to anything
+        for off in range(0, MiB, 128 << 10):  # as the kernel delivers it
+            await fs.write(fh, at + off, patch[off:off + (128 << 10)])
+        data[at:at + MiB] = patch
+        assert fs.space.used <= MiB + 8192, "more than the written range held locally"
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.objects["pve/disk.raw"].data == bytes(data)
+        print(f"\n1 MiB rewritten in a 256 MiB object: sent {store.sent / MiB:.1f} MiB, "
+              f"copied {store.copied / MiB:.1f} MiB, read {sum(e - s for _, s, e in store.ranges) / MiB:.1f} MiB, "
+              f"requests {dict(store.calls)}")
+        assert store.sent <= 16 * MiB  # one or two 8 MiB windows, never the object
+        assert store.copied >= SIZE - 16 * MiB
+        assert store.calls["upload_part"] <= 2
+        assert sum(e - s for _, s, e in store.ranges) <= 16 * MiB
+        assert os.listdir(fs._staging_dir) == []  # closed: the cache files are gone
+
+    run(body, store=store)
+
+
+def test_random_writes_and_reads_match_a_model(run):
+    store = MemoryStore()
+    data = big_object(store, size=40 * MiB)
+    rng = random.Random(5)
+
+    async def body(fs, store):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        for _ in range(300):
+            off, n = rng.randrange(0, 44 * MiB), rng.choice([512, 4096, 65536, 131072, 3000])
+            if rng.random() < 0.6:
+                chunk = rng.randbytes(n)
+                await fs.write(fh, off, chunk)
+                if off > len(data):
+                    data.extend(bytes(off - len(data)))
+                data[off:off + n] = chunk
+            else:
+                assert await fs.read(fh, off, n) == bytes(data[off:off + n])
+            if rng.random() < 0.02:
+                await fs.fsync(fh)  # a commit in the middle: the cache stays consistent
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.objects["pve/disk.raw"].data == bytes(data)
+        assert await read_all(fs, inode.ino) == bytes(data)
+
+    run(body, store=store, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB))
+
+
+def test_an_extended_sparse_file_holds_no_disk_and_commits_zeros(run):
+    async def body(fs, store):
+        fh, inode, _ = await fs.create(ROOT, b"new.raw", 0o600, os.O_RDWR | os.O_CREAT, 0, 0)
+        await fs.setattr(inode.ino, size=96 * MiB)  # qemu-img create -f raw
+        await fs.write(fh, 50 * MiB, b"boot")
+        assert fs.space.used <= 8192
+        assert os.stat(inode.local.staged.data_path).st_blocks * 512 <= 64 << 10
+        await fs.flush(fh)
+        await fs.release(fh)
+        obj = store.objects["pve/new.raw"].data
+        assert len(obj) == 96 * MiB and obj[50 * MiB:50 * MiB + 4] == b"boot"
+        assert obj.count(0) == 96 * MiB - 4
+
+    run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
+
+
+def test_the_disk_budget_drops_clean_data_then_writes_back_dirty_data(run):
+    store = MemoryStore()
+    data = big_object(store, size=64 * MiB)
+
+    async def body(fs, store):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        await fs.write(fh, 0, b"x")  # the file now has a cache: reads of it fill it
+        data[0:1] = b"x"
+        peak = 0
+        for off in range(0, 64 * MiB, 4 * MiB):  # clean data comes and goes
+            assert await fs.read(fh, off + 100, 4096) == bytes(data[off + 100:off + 4196])
+            peak = max(peak, fs.space.used)
+        assert fs.space.evicted > 0 and peak <= 9 * MiB
+        for off in range(0, 48 * MiB, 128 << 10):  # 48 MiB written: 6x the budget
+            chunk = os.urandom(128 << 10)
+            await fs.write(fh, off + 7, chunk)
+            data[off + 7:off + 7 + len(chunk)] = chunk
+            peak = max(peak, fs.space.used)
+        print(f"\nbudget 8 MiB: peak {peak / MiB:.1f} MiB, write-backs {fs.space.write_backs}, "
+              f"evicted {fs.space.evicted / MiB:.1f} MiB")
+        assert fs.space.write_backs >= 4
+        assert peak <= 8 * MiB + (128 << 10) + 8192
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.objects["pve/disk.raw"].data == bytes(data)
+
+    run(body, store=store, cache=CacheConfig(disk_budget=8 * MiB, fill_size=1 * MiB),
+        write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB))
+
+
+# ---------------------------------------------------------------- crash recovery
+def mount_twice(tmp_path, store, first, second, **write):
+    """Run `first(fs)` in a Filesystem and stop it without closing anything (the
+    daemon killed), then `second(fs)` in a new one on the same cache directory."""
+    cfg = Config(store=StoreConfig(bucket="bucket", prefix="pve"),
+                 cache=CacheConfig(cache_dir=str(tmp_path / "cache")),
+                 write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB, **write))
+
+    async def main():
+        for step in (first, second):
+            async with trio.open_nursery() as nursery:
+                await step(Filesystem(store, cfg, nursery))
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_cached_writes_of_a_killed_daemon_are_committed_at_the_next_mount(tmp_path, caplog):
+    store = MemoryStore()
+    data = big_object(store, size=32 * MiB)
+    created = bytearray(20 * MiB)
+
+    async def killed(fs):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        for off in (3, 17 * MiB, 31 * MiB + 5):
+            await fs.write(fh, off, b"written-before-the-kill")
+            data[off:off + 23] = b"written-before-the-kill"
+        await fs.setattr(inode.ino, size=33 * MiB)
+        data.extend(bytes(MiB))
+        fh2, new, _ = await fs.create(ROOT, b"new.raw", 0o600, os.O_RDWR | os.O_CREAT, 0, 0)
+        await fs.setattr(new.ino, size=20 * MiB)
+        await fs.write(fh2, 9 * MiB, b"fresh")
+        created[9 * MiB:9 * MiB + 5] = b"fresh"
+        fh3, gone, _ = await fs.create(ROOT, b"gone.raw", 0o600, os.O_RDWR | os.O_CREAT, 0, 0)
+        await fs.setattr(gone.ino, size=MiB)
+        await fs.write(fh3, 0, b"unlinked")
+        await fs.unlink(ROOT, b"gone.raw")
+        assert store.objects["pve/disk.raw"].data != bytes(data)
+
+    async def next_mount(fs):
+        results = await fs.recover()
+        assert sorted((r.path, r.outcome) for r in results) == [("disk.raw", "uploaded"), ("new.raw", "uploaded")]
+        assert set(os.listdir(fs._staging_dir)) <= {".lock"}
+
+    with caplog.at_level(logging.WARNING):
+        mount_twice(tmp_path, store, killed, next_mount)
+    assert store.objects["pve/disk.raw"].data == bytes(data)
+    assert store.objects["pve/new.raw"].data == bytes(created)
+    assert "pve/gone.raw" not in store.objects
+    assert "recovered disk.raw" in caplog.text
+
+
+def test_a_renamed_file_is_recovered_at_its_new_name(tmp_path):
+    store = MemoryStore()
+    data = big_object(store, size=12 * MiB)
+
+    async def killed(fs):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        await fs.write(fh, 5, b"xyz")
+        data[5:8] = b"xyz"
+        await fs.rename(ROOT, b"disk.raw", ROOT, b"renamed.raw")
+
+    async def next_mount(fs):
+        assert [(r.path, r.outcome) for r in await fs.recover()] == [("renamed.raw", "uploaded")]
+
+    mount_twice(tmp_path, store, killed, next_mount)
+    assert store.objects["pve/renamed.raw"].data == bytes(data)
+    assert "pve/disk.raw" not in store.objects
+
+
+def test_data_whose_object_was_changed_meanwhile_is_kept_aside_and_named(tmp_path, caplog):
+    store = MemoryStore()
+    big_object(store, size=12 * MiB)
+
+    async def killed(fs):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        await fs.write(fh, 4096, b"mine" * 1024)
+        store.put_outside("pve/disk.raw", b"another node wrote this")
+
+    async def next_mount(fs):
+        [r] = await fs.recover()
+        assert r.outcome == "kept" and r.path == "disk.raw"
+        with open(r.kept_as, "rb") as f:
+            assert f.read()[4096:8192] == b"mine" * 1024
+        assert os.stat(r.kept_as).st_mode & 0o777 == 0o600
+
+    with caplog.at_level(logging.ERROR):
+        mount_twice(tmp_path, store, killed, next_mount)
+    assert store.objects["pve/disk.raw"].data == b"another node wrote this"  # not overwritten
+    assert "data of disk.raw written before the daemon stopped was NOT committed" in caplog.text
+    assert "kept as" in caplog.text
