@@ -36,6 +36,10 @@ class _Snapshot:
         for op, n in s["requests"].items():
             requests.add_metric([op], n)
         yield requests
+        sent = CounterMetricFamily("s3pvefs_s3_bytes", "Body bytes moved to and from S3", labels=["direction"])
+        sent.add_metric(["sent"], s["bytes"]["sent"])
+        sent.add_metric(["received"], s["bytes"]["received"])
+        yield sent
         errors = CounterMetricFamily("s3pvefs_s3_failures", "S3 requests failed after retries, by error code",
                                      labels=["code"])
         for code, n in s["errors"].items():

@@ -47,6 +47,7 @@ def snapshot(fs, store) -> dict:
         "requests": dict(getattr(store, "requests", {})),
         "errors": dict(getattr(store, "errors", {})),
         "retries": dict(getattr(store, "retries", {})),
+        "bytes": {"sent": getattr(store, "bytes_sent", 0), "received": getattr(store, "bytes_received", 0)},
     }
 
 
@@ -129,6 +130,7 @@ def render(snap: dict, mountpoint: str) -> str:
     requests = ", ".join(f"{k} {v}" for k, v in sorted(snap["requests"].items())) or "none"
     errors = ", ".join(f"{k} {v}" for k, v in sorted(snap["errors"].items())) or "none"
     lines.append(f"S3 requests: {requests}")
+    lines.append(f"S3 bytes: sent {_size(snap['bytes']['sent'])}, received {_size(snap['bytes']['received'])}")
     lines.append(f"S3 failures (after retries): {errors}")
     retries = ", ".join(f"{k} {v}" for k, v in sorted(snap.get("retries", {}).items())) or "none"
     lines.append(f"S3 retries of provider throttling (throttle_codes): {retries}")

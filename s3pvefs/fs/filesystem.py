@@ -668,6 +668,12 @@ class Filesystem:
             if data is not None:
                 return data
             await self._unstream(inode)  # bytes in parts of an upload: commit, then read the object
+        if h.writable and size < self.cfg.cache.fill_size and inode.attached and (local is None or (
+                local.stream is None and local.staged is None)):
+            # A small read through a handle open for writing (a VM disk, QEMU opens them
+            # O_RDWR): the cache fetches fill_size around it and keeps it for the next ones.
+            local = self._local(inode, await self.getattr(inode.ino))
+            await self._load(inode)
         if local is not None and local.staged is not None:
             sparse = local.staged
             end = min(offset + size, sparse.size)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import logging
 
 import pyfuse3
@@ -116,11 +117,11 @@ class Operations(pyfuse3.Operations):
     @translate_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
         fh, inode, s = await self.fs.create(parent_inode, name, mode, flags, ctx.uid, ctx.gid)
-        return pyfuse3.FileInfo(fh=fh), self._attrs(inode.ino, s)
+        return _file_info(fh, flags), self._attrs(inode.ino, s)
 
     @translate_errors
     async def open(self, inode, flags, ctx):
-        return pyfuse3.FileInfo(fh=await self.fs.open(inode, flags))
+        return _file_info(await self.fs.open(inode, flags), flags)
 
     @translate_errors
     async def read(self, fh, off, size):
@@ -169,3 +170,9 @@ class Operations(pyfuse3.Operations):
 
     async def forget(self, inode_list):
         self.fs.forget(inode_list)
+
+
+def _file_info(fh: int, flags: int) -> pyfuse3.FileInfo:
+    """O_DIRECT (QEMU's cache=none, fio --direct=1): the kernel passes reads and
+    writes through as they come instead of via its page cache."""
+    return pyfuse3.FileInfo(fh=fh, direct_io=bool(flags & os.O_DIRECT))

@@ -269,6 +269,8 @@ class S3Store:
         # For `s3pvefs status`: requests by operation, and failures (after botocore's own
         # retries) by error code.
         self.requests: collections.Counter[str] = collections.Counter()
+        self.bytes_sent = 0  # bodies of PUTs and parts
+        self.bytes_received = 0  # bodies of GETs
         self.errors: collections.Counter[str] = collections.Counter()
         # Retries made here (botocore's own are not seen): throttle_codes answers, and GET
         # bodies that broke off.
@@ -279,6 +281,7 @@ class S3Store:
         self._skew_logged = -1e9  # trio time of the last "clock is off" log line
 
     async def _body(self, data: bytes) -> dict:
+        self.bytes_sent += len(data)  # once per body, not per retry: what the file needed
         body = {"Body": _Body(data)}
         if self._content_md5:
             body["ContentMD5"] = await _content_md5(data)
@@ -433,6 +436,7 @@ class S3Store:
                     if attempt == self._max_attempts:
                         raise error from None
                 else:
+                    self.bytes_received += len(data)
                     if len(data) != end - start and len(data) != int(resp.get("ContentLength", len(data))):
                         raise StoreError(f"get_object {key}: {len(data)} bytes for a range of {end - start}",
                                          code="ShortRead", transient=True)

@@ -31,6 +31,7 @@ import ctypes.util
 import errno
 import itertools
 import json
+import logging
 import os
 import time
 import uuid
@@ -40,6 +41,8 @@ import trio
 
 from s3pvefs.errors import FsError
 from s3pvefs.write.extents import Extents
+
+log = logging.getLogger(__name__)
 
 Fetch = Callable[[int, int], Awaitable[bytes]]  # base object bytes [start, end)
 
@@ -275,7 +278,12 @@ class SparseFile:
         """The object at the key now holds the file as it was at begin_commit."""
         self.base_size = self.base_end = size
         self.base_etag = etag
-        self.journal()
+        try:
+            self.journal()
+        except FsError as e:  # the commit itself succeeded: the close must not fail for this.
+            # The old journal stays: after a crash its ETag no longer matches, so the
+            # cache is kept aside and named, never uploaded over the wrong base.
+            log.warning("%s (after committing %s)", e, self.path)
 
     def close(self) -> None:
         if self.fd >= 0:
