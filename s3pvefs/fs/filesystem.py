@@ -514,7 +514,8 @@ class Filesystem:
                 etag = None
             else:
                 fetch = self._base_fetcher(inode, sparse, to_cache=False)  # into parts, not the cache
-                etag = await upload_sparse(self.store, key, sparse, taken, meta, self.cfg.write, fetch)
+                etag = await upload_sparse(self.store, key, sparse, taken, meta, self.cfg.write, fetch,
+                                           self.budget)
         except BaseException:
             sparse.commit_failed(taken)
             raise
@@ -914,7 +915,10 @@ class Filesystem:
             self.cache.invalidate(src_path)
             self.cache.invalidate(dst_path)
             self.cache.put_negative(src_path)
-            self.cache.put_stat(dst_path, src if local is None else local.stat)
+            # A copy may have another ETag (a multipart copy always does): not known here.
+            if local is not None:
+                local.stat = local.stat.with_(etag=None)
+            self.cache.put_stat(dst_path, (src if local is None else local.stat).with_(etag=None))
         self.table.move(src_inode, dst_parent.ino, dst_name)
 
     async def _rename_cached(self, src_key: str, dst_key: str, dst_path: str, remote_size: int | None,

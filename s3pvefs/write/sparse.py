@@ -229,9 +229,14 @@ class SparseFile:
             self.dirty.add(start, end)
             self._valid_add(self._down(start), self._valid_end(end))
 
-    def read_local(self, offset: int, size: int) -> bytes:
-        """Bytes of valid ranges (zeros elsewhere): for uploads, in a worker thread."""
-        return self._pread(offset, size).ljust(size, b"\0")
+    def read_into(self, buf: memoryview, offset: int) -> None:
+        """Local bytes at offset into buf (for uploads, in a worker thread)."""
+        done = 0
+        while done < len(buf):
+            n = os.preadv(self.fd, [buf[done:]], offset + done)
+            if n == 0:
+                break  # past the local file's end: zeros, as buf already holds
+            done += n
 
     def truncate(self, size: int) -> None:
         try:

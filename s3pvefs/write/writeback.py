@@ -9,17 +9,20 @@ the base (a ranged GET, for the parts of a window a write did not cover) or are
 zeros (holes). Rewriting 1 MiB in the middle of a 4 GiB disk therefore sends one
 or two 8 MiB parts and copies the rest.
 
-A small file (up to multipart_threshold) is one PUT of the assembled bytes.
+A file with no base worth copying (new, or under two windows) up to
+multipart_threshold is one PUT of the assembled bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Awaitable, Callable
 
 import trio
 
 from s3pvefs.config import WriteConfig
 from s3pvefs.store.base import ObjectStore
+from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.extents import Extents
 from s3pvefs.write.parts import MAX_PART, part_size_for
 from s3pvefs.write.sparse import SparseFile
@@ -52,38 +55,61 @@ class Assembler:
         self.fetch_base = fetch_base
         self.fetched = 0  # base bytes read from S3 to complete windows
 
-    async def read(self, start: int, end: int) -> bytes:
+    async def read(self, start: int, end: int) -> bytearray:
+        """One buffer of the window (plus, while it is filled, the base bytes fetched)."""
         s = self.sparse
+        out = bytearray(end - start)  # zeros: holes stay as they are
         gaps = s.valid.gaps(start, min(end, s.base_end))
-        base = b""
         if gaps:  # one GET over all of them: scattered 4 KiB writes leave many small gaps
             first = gaps[0][0]
             base = await self.fetch_base(first, gaps[-1][1])
             self.fetched += len(base)
-        out = bytearray(await trio.to_thread.run_sync(s.read_local, start, end - start))
-        for gs, ge in gaps:
-            out[gs - start:ge - start] = base[gs - first:ge - first]
-        return bytes(out)
+            for gs, ge in gaps:
+                out[gs - start:ge - start] = memoryview(base)[gs - first:ge - first]
+            del base
+        view = memoryview(out)
+        pieces = s.valid.overlapping(start, end)
+        await trio.to_thread.run_sync(
+            lambda: [s.read_into(view[vs - start:ve - start], vs) for vs, ve in pieces])
+        return out
+
+
+@contextlib.asynccontextmanager
+async def _charged(budget: MemoryBudget | None, n: int):
+    """A window's buffer counts in the mount's memory budget while it is being sent."""
+    if budget is None:
+        yield
+        return
+    await budget.acquire(n)
+    budget.start_sending(n)
+    try:
+        yield
+    finally:
+        budget.done_sending(n)
 
 
 async def upload_sparse(store: ObjectStore, key: str, sparse: SparseFile, dirty: Extents,
                         metadata: dict[str, str], cfg: WriteConfig,
-                        fetch_base: Callable[[int, int], Awaitable[bytes]]) -> str | None:
+                        fetch_base: Callable[[int, int], Awaitable[bytes]],
+                        budget: MemoryBudget | None = None) -> str | None:
     """Write the file as the cache has it to key; the new ETag when one PUT did it."""
     size = sparse.size
     assembler = Assembler(sparse, fetch_base)
-    if size <= cfg.multipart_threshold:
-        return await store.put(key, await assembler.read(0, size) if size else b"", metadata)
     window = part_size_for(size, cfg.min_part_size)
+    has_base = sparse.base_end >= 2 * window and (sparse.base_etag is not None)
+    if size <= cfg.multipart_threshold and not has_base:  # nothing worth copying: one PUT
+        async with _charged(budget, size):
+            return await store.put(key, await assembler.read(0, size) if size else b"", metadata)
     copy_part = window if cfg.uniform_parts else max(window, COPY_PART // window * window)
-    base_end = sparse.base_end if sparse.base_etag is not None or sparse.base_end == 0 else 0
+    base_end = sparse.base_end if has_base else 0
     plan = plan_commit(size, base_end, dirty, window, min(copy_part, MAX_PART))
     kinds = {start: kind for kind, start, _ in plan}
 
     async def send(upload_id: str, n: int, start: int, end: int) -> str:
         if kinds[start] == COPY:
             return await store.upload_part_copy(key, upload_id, n, key, start, end)
-        return await store.upload_part(key, upload_id, n, await assembler.read(start, end))
+        async with _charged(budget, end - start):
+            return await store.upload_part(key, upload_id, n, await assembler.read(start, end))
 
     await multipart(store, key, metadata, [(i + 1, s, e) for i, (_, s, e) in enumerate(plan)], cfg, send)
     return None

@@ -201,14 +201,14 @@ def test_dd_conv_sparse_and_o_direct(images, tmp_path):
     assert m.get("images/100/dd.raw")[5 * MiB:5 * MiB + 300_000] == expect
 
 
-def test_fio_random_writes_with_crc32c_verify_direct(images):
+def test_fio_random_writes_with_crc32c_verify_direct(images, tmp_path):
     m = images
     target = m.path("images/100/fio.raw")
     sh(f"truncate -s 64M {target}")  # an image of its full size (else fio lays it out again)
     job = ["fio", "--name=randwrite", f"--filename={target}", "--size=64M", "--rw=randwrite", "--bs=4k",
            "--direct=1", "--ioengine=psync", "--verify=crc32c", "--verify_fatal=1", "--number_ios=4096",
            "--randseed=42", "--output-format=json"]
-    r = subprocess.run(job, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(job, capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its state files
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     result = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
     print(f"\nfio 4k randwrite direct=1 verify=crc32c through the mount: "
@@ -217,7 +217,7 @@ def test_fio_random_writes_with_crc32c_verify_direct(images):
     assert result["error"] == 0 and result["write"]["total_ios"] == 4096
     m.remount()
     # the same job's blocks read back and checked after the remount: what S3 holds
-    r = subprocess.run(job + ["--verify_only"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(job + ["--verify_only"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     again = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
     assert again["error"] == 0 and again["read"]["io_bytes"] == 4096 * 4096, again["read"]
