@@ -821,7 +821,9 @@ class Filesystem:
             # Still open and (some of) its data is only in S3: hide the object, delete it
             # at last close.
             etag = s.etag or getattr(await self.store.head(key), "etag", None)
-            if etag:
+            if not inode.open_handles:  # its last handle closed during the HEAD (a close
+                await self.store.delete(key)  # returns before its release): nobody left to wait for
+            elif etag:
                 self._hidden[key] = etag
                 self._hidden_inodes[key] = inode
                 inode.frozen_key = key

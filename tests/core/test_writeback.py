@@ -225,3 +225,25 @@ def test_data_whose_object_was_changed_meanwhile_is_kept_aside_and_named(tmp_pat
     assert store.objects["pve/disk.raw"].data == b"another node wrote this"  # not overwritten
     assert "data of disk.raw written before the daemon stopped was NOT committed" in caplog.text
     assert "kept as" in caplog.text
+
+
+def test_unlink_racing_the_last_release_still_deletes_the_object(run):
+    """close() returns before the kernel's release arrives, so an unlink right after a
+    close can find the file still open, ask S3 for its ETag, and see the release
+    happen meanwhile: the object must then be deleted, not hidden for ever."""
+    store = MemoryStore()
+    store.put_outside("pve/a.raw", b"x" * 5000)
+
+    async def body(fs, store):
+        inode, fh = await open_rw(fs, b"a.raw")
+        await fs.write(fh, 10, b"y")  # cached, committed by the flush: its ETag is not known
+        await fs.flush(fh)
+        store.stall.add("head")
+        async with trio.open_nursery() as n:
+            n.start_soon(fs.unlink, ROOT, b"a.raw")
+            await trio.sleep(0.05)
+            await fs.release(fh)  # the last handle goes while unlink waits for S3
+            store.stall.discard("head")
+        assert "pve/a.raw" not in store.objects
+
+    run(body, store=store)
