@@ -211,12 +211,14 @@ class Mount:
 def _mounts(request, s3, endpoint: str, tmp_path):
     """The body of the mount fixtures: a factory, then unmount all (logs of a failed test)."""
     mounts: list[Mount] = []
+    created: list[str] = []
 
     def factory(options: list[str] | tuple[str, ...] = (), *, bucket: str | None = None) -> Mount:
         n = len(mounts)
         name = bucket or f"t-{uuid.uuid4().hex[:16]}"
         if bucket is None:
             s3.create_bucket(Bucket=name)
+            created.append(name)
         mp = tmp_path / f"mnt{n}"
         mp.mkdir()
         cache = tmp_path / f"cache{n}"
@@ -235,6 +237,22 @@ def _mounts(request, s3, endpoint: str, tmp_path):
         if failed:
             text = m.log_text()
             print(f"\n----- s3pvefs log {m.log} (last 20000 chars) -----\n{text[-20000:]}")
+    for name in created:  # a session-long Ceph fills its disk otherwise (GC frees it later)
+        _empty_bucket(s3, name)
+
+
+def _empty_bucket(s3, name: str) -> None:
+    try:
+        for u in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=name, Key=u["Key"], UploadId=u["UploadId"])
+        while True:
+            keys = [{"Key": o["Key"]} for o in s3.list_objects_v2(Bucket=name).get("Contents", [])]
+            if not keys:
+                break
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=name)
+    except Exception as e:  # best effort: a test's own failure is what matters
+        print(f"could not empty bucket {name}: {e}")
 
 
 @pytest.fixture

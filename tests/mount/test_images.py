@@ -22,7 +22,7 @@ GiB = 1 << 30
 
 # moto (default tier) is slow to take bytes; Ceph RGW (slow tier) gets disk-sized images.
 SIZES = {"moto": {"qcow2": "256M", "raw": 128 * MiB, "rewrite": 256 * MiB},
-         "ceph": {"qcow2": "4G", "raw": 2 * GiB, "rewrite": 4 * GiB}}
+         "ceph": {"qcow2": "1G", "raw": 1 * GiB, "rewrite": 4 * GiB}}  # the test OSD has 24G
 
 
 def status(m) -> dict:
