@@ -97,11 +97,8 @@ def retry_after(headers: dict, now: float | None = None) -> float | None:
         return None
     if value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
+    when = _parse_time(value)
+    return None if when is None else max(0.0, when - (time.time() if now is None else now))
 
 
 # A node whose clock is off: S3 refuses every signed request. AWS, Ceph RGW, MinIO,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from s3pvefs.config import WriteConfig
 from s3pvefs.errors import FsError, MountError, StoreError
 from s3pvefs.store.base import ObjectStore
-from s3pvefs.write.sparse import JOURNAL_VERSION, SparseFile, allocated_ranges, ensure_private_dir
+from s3pvefs.write.sparse import JOURNAL_VERSION, SparseFile, ensure_private_dir
 from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
@@ -36,27 +36,6 @@ class Recovered:
     bytes_local: int
     outcome: str  # "uploaded", "clean" (nothing to send), "kept" (moved aside), "retry" (S3 failed)
     kept_as: str | None = None
-
-
-def _reopen(directory: str, name: str, record: dict) -> SparseFile:
-    """The cache file as a SparseFile whose valid and dirty ranges are its
-    allocated blocks (clean or dirty, they are the file's bytes)."""
-    s = SparseFile.__new__(SparseFile)
-    s.name = name
-    s.data_path = os.path.join(directory, name + ".data")
-    s.journal_path = os.path.join(directory, name + ".json")
-    s.fd = os.open(s.data_path, os.O_RDWR | os.O_CLOEXEC)
-    s.block = record.get("block", 4096)
-    s.fill_size = s.block
-    s.key, s.path = record["key"], record["path"]
-    s.base_size, s.base_etag, s.base_end = record["base_size"], record["base_etag"], record["base_end"]
-    s.metadata = record["metadata"]
-    s.size = os.fstat(s.fd).st_size
-    s.valid = allocated_ranges(s.fd, s.size)
-    s.dirty = s.valid.copy()
-    s.last_used = 0.0
-    s.on_change = lambda delta: None
-    return s
 
 
 def lock_cache(directory: str) -> int:
@@ -101,7 +80,7 @@ async def recover(store: ObjectStore, directory: str, recovered_dir: str, cfg: W
 
 async def _recover_one(store: ObjectStore, directory: str, recovered_dir: str, name: str,
                        record: dict, cfg: WriteConfig) -> Recovered:
-    s = _reopen(directory, name, record)
+    s = SparseFile.reopen(directory, name, record)
     held = s.valid.total
     try:
         unchanged = not s.dirty and s.size == s.base_size == s.base_end

@@ -90,6 +90,25 @@ class SparseFile:
             self.remove()
             raise
 
+    @classmethod
+    def reopen(cls, directory: str, name: str, record: dict) -> SparseFile:
+        """A cache file a stopped daemon left, from its journal: what it holds (its
+        allocated blocks, clean or dirty alike) is all taken as written."""
+        s = cls.__new__(cls)
+        s.name = name
+        s.data_path = os.path.join(directory, name + ".data")
+        s.journal_path = os.path.join(directory, name + ".json")
+        s.fd = os.open(s.data_path, os.O_RDWR | os.O_CLOEXEC)
+        s.block = s.fill_size = record.get("block", 4096)
+        s.key, s.path, s.metadata = record["key"], record["path"], record["metadata"]
+        s.base_size, s.base_etag, s.base_end = record["base_size"], record["base_etag"], record["base_end"]
+        s.size = os.fstat(s.fd).st_size
+        s.valid = allocated_ranges(s.fd, s.size)
+        s.dirty = s.valid.copy()
+        s.last_used = 0.0
+        s.on_change = lambda delta: None
+        return s
+
     # ------------------------------------------------------------------ accounting
     @property
     def local_bytes(self) -> int:
@@ -177,7 +196,7 @@ class SparseFile:
 
     def _valid_end(self, end: int) -> int:
         """Blocks are valid whole, except a last one cut by the file's size."""
-        return min(self._up(end), max(self.size, end)) if end >= self.size else self._up(end)
+        return end if end >= self.size else self._up(end)
 
     def untouched(self, start: int, end: int) -> bool:
         """Nothing of [start, end) is local and all of it is the base's: the caller

@@ -13,7 +13,6 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3pvefs.write.recovery import _reopen
 from s3pvefs.write.sparse import SparseFile
 
 BASE = bytes((i * 7 + i // 4096) % 251 for i in range(40_000))
@@ -30,20 +29,16 @@ def rebuilt_after_crash(directory: str, s: SparseFile, base: bytes) -> bytes:
     """The file's bytes as recovery sees them: allocated blocks, else base, else zeros."""
     with open(s.journal_path) as f:
         record = json.load(f)
-    r = _reopen(directory, s.name, record)
+    r = SparseFile.reopen(directory, s.name, record)
     try:
         out = bytearray(r.size)
-        for start, end in _ranges_not(r.valid, 0, min(r.base_end, r.size)):
+        for start, end in r.valid.gaps(0, min(r.base_end, r.size)):
             out[start:end] = base[start:end]
         for start, end in r.valid:
             out[start:end] = os.pread(r.fd, end - start, start)
         return bytes(out)
     finally:
         os.close(r.fd)
-
-
-def _ranges_not(extents, start, end):
-    return extents.gaps(start, end)
 
 
 @settings(max_examples=120, deadline=None)
