@@ -88,6 +88,13 @@ class CacheConfig:
     disk_budget: int = field(default=8 * GiB, metadata=_SIZE)
     # A read of a cached file's range not held locally fetches this much around it.
     fill_size: int = field(default=1 * MiB, metadata=_SIZE)
+    # An fsync of a cached file makes its data durable on local disk at once (a crash,
+    # even a power cut, is recovered at the next mount); S3 gets it at close, or this
+    # many seconds after the fsync if the file stays open (a running VM's flushes).
+    # Every commit writes a whole new object (unchanged windows copied server-side),
+    # so committing at each of a VM's flushes would copy the disk many times a minute.
+    # 0: every fsync commits to S3 before returning.
+    sync_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -365,6 +372,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("upload_concurrency and max_readahead_chunks must be >= 1, chunk_size >= 64K")
     if config.mount.capacity < 4096:
         raise ConfigError("capacity: must be at least 4K")
+    if c.sync_interval < 0:
+        raise ConfigError("sync_interval: seconds >= 0 (0: every fsync commits to S3)")
     if config.mount.stale_upload_idle < 0:
         raise ConfigError("stale_upload_idle: seconds >= 0 (0: never abort unfinished uploads)")
     if config.mount.usage_interval < 0 or 0 < config.mount.usage_interval < 60:

@@ -30,7 +30,9 @@ def snapshot(fs, store) -> dict:
             entry.update(kind="streamed", **local.stream.progress())
         elif local.staged is not None:
             entry.update(kind="cached", written=local.stat.size, sent=0, stored=0, parts_in_flight=0,
-                         dirty=local.staged.dirty_bytes, local=local.staged.local_bytes)
+                         dirty=local.staged.dirty_bytes, local=local.staged.local_bytes,
+                         commit_in=(None if local.commit_due is None
+                                    else round(max(0.0, local.commit_due - trio.current_time()), 1)))
         else:
             entry.update(kind="attributes", written=0, sent=0, stored=0, parts_in_flight=0)
         files.append(entry)

@@ -605,6 +605,7 @@ class Filesystem:
             local.stat = local.stat.with_(etag=None)  # the new object's ETag is not known here
             if local.generation == generation:
                 local.dirty = False
+                local.cancel_timer()  # nothing left for a commit an fsync put off
             self.cache.invalidate(path)
             self.cache.put_stat(path, local.stat.with_(etag=None))
 
@@ -743,12 +744,44 @@ class Filesystem:
 
     async def fsync(self, fh: int) -> None:
         """A streamed file: until every part sent so far is stored (the object itself
-        appears at close). Otherwise: commit, as close does."""
-        local = self._handle(fh).inode.local
+        appears at close). A cached file: its data and journal made durable on local
+        disk, and a commit due sync_interval from now (close commits sooner).
+        Otherwise, or with sync_interval 0: commit, as close does."""
+        inode = self._handle(fh).inode
+        local = inode.local
         if local is not None and local.stream is not None:
             await local.stream.wait_sent()
             return
+        interval = self.cfg.cache.sync_interval
+        if interval and local is not None and local.staged is not None and local.dirty and inode.attached:
+            await self._sync_locally(inode)
+            if local.commit_timer is None:
+                local.commit_due = trio.current_time() + interval
+                local.commit_timer = trio.CancelScope(deadline=local.commit_due)
+                self._nursery.start_soon(self._commit_when_due, inode, local, local.commit_timer)
+            return
         await self.flush(fh)
+
+    async def _sync_locally(self, inode: Inode) -> None:
+        local = inode.local
+        async with local.lock:  # not while a commit changes the journal
+            sparse = local.staged
+            if sparse is None:
+                return
+            sparse.metadata = encode_metadata(local.stat)  # what recovery would write
+            await trio.to_thread.run_sync(sparse.sync)
+
+    async def _commit_when_due(self, inode: Inode, local: LocalFile, timer: trio.CancelScope) -> None:
+        """The commit an fsync put off; cancelled when the file is closed (that commits)."""
+        with timer:
+            await trio.sleep_forever()  # until the timer's deadline
+        if timer.cancelled_caught and local.commit_timer is timer and inode.local is local:
+            local.commit_timer = local.commit_due = None
+            try:
+                await self._commit(inode)
+            except FsError as e:  # the data stays cached and dirty: close or the next fsync retries
+                log.error("commit of %s (fsynced %.0f s before) failed, kept for the next try: %s",
+                          self.path(inode), self.cfg.cache.sync_interval, e)
 
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
@@ -763,13 +796,38 @@ class Filesystem:
                     try:  # close() already flushed; this catches writes through mmap and the like
                         await self._commit(inode)
                     except FsError as e:
-                        log.error("commit of %s at release failed, data dropped: %s", self.path(inode), e)
+                        await self._give_up_commit(inode, e)
                 if inode.frozen_key is not None:
                     await self._delete_hidden(inode.frozen_key)
         finally:  # whatever failed above, the handle is gone
             inode.open_handles -= 1
             self._drop_local(inode)
             self.table.drop_if_unused(inode)
+
+    async def _give_up_commit(self, inode: Inode, e: FsError) -> None:
+        """The last close could not commit. A cached file's data (which an fsync may
+        have called durable) is left in the cache directory with its journal: the next
+        mount commits it, or keeps it aside if the object changed meanwhile. Data of a
+        streamed file, in memory only, is lost, and close() has said so."""
+        path, local = self.path(inode), inode.local
+        sparse = local.staged
+        if sparse is None:
+            log.error("commit of %s at release failed, data dropped: %s", path, e)
+            return
+        async with local.lock:
+            try:
+                sparse.metadata = encode_metadata(local.stat)
+                await trio.to_thread.run_sync(sparse.sync)
+            except FsError as why:
+                log.error("commit of %s at release failed (%s) and its cache could not be kept: %s; "
+                          "data dropped", path, e, why)
+                return  # _drop_local removes it
+            local.staged = None
+            self.space.untrack(sparse)
+            self._sparse_owner.pop(sparse, None)
+            sparse.close()  # files stay for the next mount's recovery
+        log.error("commit of %s at release failed: %s; its data stays in the cache as %s and is "
+                  "committed at the next mount", path, e, sparse.data_path)
 
     async def commit_all(self) -> None:
         """Commit every file with pending changes (shutdown with files still open), so

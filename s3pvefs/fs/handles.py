@@ -30,13 +30,22 @@ class LocalFile:
     dirty: bool = False
     generation: int = 0  # bumped by every change, so a commit knows if it caught them all
     lock: trio.Lock = field(default_factory=trio.Lock)
+    # A commit due after an fsync that only synced locally (cache.sync_interval).
+    commit_timer: trio.CancelScope | None = None
+    commit_due: float | None = None  # trio.current_time() when it runs
 
     def touch(self, stat: Stat) -> None:
         self.stat = stat
         self.dirty = True
         self.generation += 1
 
+    def cancel_timer(self) -> None:
+        if self.commit_timer is not None:
+            self.commit_timer.cancel()
+        self.commit_timer = self.commit_due = None
+
     def close(self) -> None:
+        self.cancel_timer()
         if self.staged is not None:  # normally removed by the filesystem (cache accounting)
             self.staged.remove()
             self.staged = None

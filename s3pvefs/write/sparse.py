@@ -19,9 +19,10 @@ truncate, a rename, a commit) names the key, the base and base_end. A partial-bl
 write first fills the rest of its block from the base. Clean blocks may be dropped
 (hole punched) to stay within the disk budget; dirty ones never.
 
-Files are 0600 in a 0700 directory. The kernel's page cache holds the writes; a
-commit (close, fsync) puts them in S3, so a power cut loses at most what was written
-since the last fsync, as on a local disk.
+Files are 0600 in a 0700 directory. The kernel's page cache holds the writes; an
+fsync makes them and the journal durable here (sync), so a power cut loses at most
+what was written since the last fsync, as on a local disk; a commit (close, or
+cache.sync_interval after an fsync) puts them in S3.
 """
 
 from __future__ import annotations
@@ -129,8 +130,9 @@ class SparseFile:
         self.on_change(self.valid.total - before)
 
     # ------------------------------------------------------------------ journal
-    def journal(self) -> None:
-        """Write what recovery needs to read the local file back (atomically)."""
+    def journal(self, *, durable: bool = False) -> None:
+        """Write what recovery needs to read the local file back (atomically);
+        durable: fsync'ed, the directory entry too."""
         record = {"version": JOURNAL_VERSION, "key": self.key, "path": self.path,
                   "base_size": self.base_size, "base_etag": self.base_etag, "base_end": self.base_end,
                   "size": self.size, "metadata": self.metadata, "block": self.block}
@@ -138,9 +140,28 @@ class SparseFile:
         try:
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
                 json.dump(record, f)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, self.journal_path)
+            if durable:
+                directory = os.open(os.path.dirname(self.journal_path), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
         except OSError as e:
             raise FsError(f"cannot write cache journal {self.journal_path}: {e.strerror}", err=e.errno) from None
+
+    def sync(self) -> None:
+        """Make the cached bytes and the journal durable on the local disk (an fsync
+        that does not commit: recovery can then rebuild the file even after a power
+        cut). Blocking: run it in a worker thread."""
+        try:
+            os.fsync(self.fd)
+            self.journal(durable=True)
+        except OSError as e:
+            raise FsError(f"cannot sync cache file of {self.path}: {e.strerror}", err=e.errno) from None
 
     def forget_key(self) -> None:
         """The file was unlinked: its local data must not be recovered."""

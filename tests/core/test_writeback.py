@@ -15,6 +15,7 @@ import random
 import trio
 
 from s3pvefs.config import CacheConfig, Config, MiB, StoreConfig, WriteConfig
+from s3pvefs.errors import StoreError
 from s3pvefs.fs.filesystem import Filesystem
 from s3pvefs.store.memory import MemoryStore
 from tests.core.helpers import ROOT, read_all
@@ -85,7 +86,8 @@ def test_random_writes_and_reads_match_a_model(run):
         assert store.objects["pve/disk.raw"].data == bytes(data)
         assert await read_all(fs, inode.ino) == bytes(data)
 
-    run(body, store=store, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB))
+    run(body, store=store, cache=CacheConfig(sync_interval=0),
+        write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB))
 
 
 def test_an_extended_sparse_file_holds_no_disk_and_commits_zeros(run):
@@ -247,3 +249,113 @@ def test_unlink_racing_the_last_release_still_deletes_the_object(run):
         assert "pve/a.raw" not in store.objects
 
     run(body, store=store)
+
+
+# ---------------------------------------------------------------- fsync
+def test_fsync_syncs_locally_and_commits_after_sync_interval(run):
+    """A VM flushes often; each commit writes a whole new object. So an fsync makes
+    the cache durable on local disk (recovery covers a crash) and S3 gets it
+    sync_interval later, or at close, whichever comes first: one commit each."""
+    store = MemoryStore()
+    data = big_object(store, size=24 * MiB)
+
+    async def body(fs, store):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        store.reset_counts()
+        for i in range(5):  # five flushes in a row: none reaches S3 yet
+            await fs.write(fh, i * MiB, b"flushed")
+            data[i * MiB:i * MiB + 7] = b"flushed"
+            await fs.fsync(fh)
+        assert store.calls["complete_multipart"] == 0 and store.calls["put"] == 0
+        sparse = inode.local.staged
+        assert os.path.exists(sparse.journal_path)  # what recovery needs is on disk
+        assert 0 < inode.local.commit_due - trio.current_time() <= 0.3
+        await trio.sleep(0.5)  # sync_interval passed: one commit
+        assert store.calls["complete_multipart"] == 1
+        assert store.objects["pve/disk.raw"].data == bytes(data)
+        assert not inode.local.dirty and inode.local.commit_timer is None
+        await fs.write(fh, 20 * MiB, b"then closed")
+        data[20 * MiB:20 * MiB + 11] = b"then closed"
+        await fs.fsync(fh)
+        await fs.flush(fh)  # close before the interval: the close commits ...
+        await fs.release(fh)
+        assert store.calls["complete_multipart"] == 2
+        await trio.sleep(0.5)  # ... and the put-off commit does not happen again
+        assert store.calls["complete_multipart"] == 2
+        assert store.objects["pve/disk.raw"].data == bytes(data)
+
+    run(body, store=store, cache=CacheConfig(sync_interval=0.3),
+        write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB))
+
+
+def test_sync_interval_zero_commits_at_every_fsync(run):
+    store = MemoryStore()
+    data = big_object(store, size=24 * MiB)
+
+    async def body(fs, store):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        store.reset_counts()
+        for i in range(3):
+            await fs.write(fh, i * MiB, b"flushed")
+            data[i * MiB:i * MiB + 7] = b"flushed"
+            await fs.fsync(fh)
+            assert store.calls["complete_multipart"] == i + 1
+            assert store.objects["pve/disk.raw"].data == bytes(data)
+        await fs.release(fh)
+
+    run(body, store=store, cache=CacheConfig(sync_interval=0),
+        write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB))
+
+
+def test_a_failed_put_off_commit_is_logged_and_retried_at_close(run, caplog):
+    store = MemoryStore()
+    data = big_object(store, size=24 * MiB)
+
+    async def body(fs, store):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        await fs.write(fh, 12345, b"must not be lost")
+        data[12345:12345 + 16] = b"must not be lost"
+        await fs.fsync(fh)
+        store.fail["create_multipart"] = StoreError("S3 is down")
+        await trio.sleep(0.5)
+        assert "commit of disk.raw (fsynced 0 s before) failed, kept for the next try" in caplog.text
+        assert inode.local.dirty
+        del store.fail["create_multipart"]
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert store.objects["pve/disk.raw"].data == bytes(data)
+
+    with caplog.at_level(logging.ERROR):
+        run(body, store=store, cache=CacheConfig(sync_interval=0.3),
+            write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=5 * MiB))
+
+
+def test_data_a_last_close_could_not_commit_is_committed_at_the_next_mount(tmp_path, caplog):
+    """fsync called it durable, so a close that cannot reach S3 must not drop it."""
+    store = MemoryStore()
+    data = big_object(store, size=12 * MiB)
+
+    async def failing_close(fs):
+        inode, fh = await open_rw(fs, b"disk.raw")
+        await fs.write(fh, 7 * MiB, b"fsynced, then S3 went away")
+        data[7 * MiB:7 * MiB + 26] = b"fsynced, then S3 went away"
+        await fs.fsync(fh)
+        store.fail["create_multipart"] = StoreError("S3 is down")
+        try:
+            await fs.flush(fh)
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("the close should have failed")
+        await fs.release(fh)
+        assert [n for n in os.listdir(fs._staging_dir) if n.endswith(".data")]  # kept
+        assert fs.space.used == 0  # and no longer counted: it belongs to the next mount
+        del store.fail["create_multipart"]
+
+    async def next_mount(fs):
+        assert [(r.path, r.outcome) for r in await fs.recover()] == [("disk.raw", "uploaded")]
+
+    with caplog.at_level(logging.ERROR):
+        mount_twice(tmp_path, store, failing_close, next_mount)
+    assert "its data stays in the cache as" in caplog.text
+    assert store.objects["pve/disk.raw"].data == bytes(data)

@@ -9,9 +9,11 @@ import os
 import random
 import signal
 import subprocess
+import time
 
 import pytest
 
+from tests.mount.test_images import status
 from tests.mount.test_streaming import MiB, PyProc, daemon_pid, pattern, sh
 
 pytestmark = pytest.mark.mount
@@ -52,6 +54,44 @@ def test_kill_9_with_cached_changes_commits_them_at_the_next_mount(mount):
     left = [f for d in os.listdir(staging) for f in os.listdir(os.path.join(staging, d)) if f != ".lock"]
     assert left == []
     print(f"\nkill -9 with 2 files changed in the cache: both committed at the next mount; cache left: {left}")
+
+
+def test_fsync_is_local_then_s3_within_sync_interval_and_survives_kill_9(mount):
+    """A guest flush (fsync) of a disk image: durable in the local cache at once, in
+    S3 sync_interval later (status shows when), and a kill -9 in between loses
+    nothing (the next mount commits it)."""
+    m = mount(["sync_interval=3"])
+    base = bytearray(pattern(24 * MiB, 5))
+    m.put("images/100/vm-100-disk-0.raw", bytes(base))
+    writer = PyProc("""
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        os.pwrite(fd, b"first-flush", 3 * 1024 * 1024)
+        os.fsync(fd)
+        pause("first")
+        os.pwrite(fd, b"second-flush", 17 * 1024 * 1024)
+        os.fsync(fd)
+        pause("second")
+    """, m.path("images/100/vm-100-disk-0.raw"))
+    writer.wait_pause("first")
+    files = status(m)["files"]
+    assert [(f["path"], f["kind"]) for f in files] == [("images/100/vm-100-disk-0.raw", "cached")]
+    assert 0 < files[0]["commit_in"] <= 3
+    assert m.get("images/100/vm-100-disk-0.raw") == bytes(base)  # not yet in S3
+    base[3 * MiB:3 * MiB + 11] = b"first-flush"
+    deadline = time.monotonic() + 20
+    while m.get("images/100/vm-100-disk-0.raw") != bytes(base):  # the put-off commit
+        assert time.monotonic() < deadline, "fsynced data not in S3 within sync_interval"
+        time.sleep(0.5)
+    writer.resume()
+    writer.wait_pause("second")
+    base[17 * MiB:17 * MiB + 12] = b"second-flush"
+    os.kill(daemon_pid(m), signal.SIGKILL)  # before the second put-off commit
+    writer.proc.kill()
+    subprocess.run(["fusermount3", "-uz", m.mp], capture_output=True)
+    assert m.get("images/100/vm-100-disk-0.raw") != bytes(base)
+    m.do_mount()
+    assert m.get("images/100/vm-100-disk-0.raw") == bytes(base)
+    assert "recovered images/100/vm-100-disk-0.raw" in m.log_text()
 
 
 def test_kill_9_then_someone_else_writes_the_object_keeps_the_data_aside(mount):

@@ -212,6 +212,7 @@ def test_validate_accepts_defaults_with_bucket():
     (Config(store=StoreConfig(bucket="b", checksums="always")), "checksums"),
     (Config(store=StoreConfig(bucket="b"), cache=CacheConfig(stat_ttl=0)), "stat_ttl"),
     (Config(store=StoreConfig(bucket="b"), cache=CacheConfig(kernel_attr_timeout=-1)), "kernel_attr_timeout"),
+    (Config(store=StoreConfig(bucket="b"), cache=CacheConfig(sync_interval=-1)), "sync_interval"),
     (Config(store=StoreConfig(bucket="b"), write=WriteConfig(min_part_size=4 * MiB)), "min_part_size"),
     (Config(store=StoreConfig(bucket="b"), write=WriteConfig(upload_concurrency=0)), "upload_concurrency"),
     (Config(store=StoreConfig(bucket="b"), read=ReadConfig(chunk_size=32 * KiB)), "chunk_size"),

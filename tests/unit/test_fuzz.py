@@ -53,7 +53,7 @@ toml_values = hs.one_of(hs.integers(-10, 10 ** 12), hs.floats(allow_nan=False, a
                                                                               "r2", "path", "-1", "5T"]))
 sections = hs.sampled_from(["store", "cache", "write", "read", "mount", "bogus"])
 keys = hs.sampled_from(["bucket", "provider", "stat_ttl", "memory_budget", "min_part_size", "max_part_size",
-                        "uniform_parts", "chunk_size", "capacity", "file_mode", "usage_interval",
+                        "uniform_parts", "chunk_size", "capacity", "file_mode", "usage_interval", "sync_interval",
                         "credentials_file", "request_deadline", "nonsense"])
 
 
