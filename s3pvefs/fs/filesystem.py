@@ -25,12 +25,16 @@ import trio
 
 from s3pvefs.config import Config
 from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound,
-                            NotSupported, ReadOnly, StoreError, single_error)
+                            ReadOnly, StoreError, single_error)
+from s3pvefs.fs.cached import CachedFiles
 from s3pvefs.fs.handles import DirHandle, FileHandle, LocalFile
+from s3pvefs.fs.renames import Renames
+from s3pvefs.fs.streamed import StreamedFiles
 from s3pvefs.fs.usage import UsageMeter
 from s3pvefs.namespace.freshness import Freshness
 from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
-from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, check_name, listable_name
+from s3pvefs.namespace.keys import (DIR_CONTENT_TYPE, FOLDER_SUFFIX, KeyMapper, check_name, join_path,
+                                    listable_name)
 from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, encode_metadata,
                                     implicit_dir, new_stat, now_ns)
@@ -38,16 +42,11 @@ from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.cachespace import CacheSpace
-from s3pvefs.write.recovery import Recovered, lock_cache, recover
 from s3pvefs.write.sparse import SparseFile
-from s3pvefs.write.stream import StreamedFile
 from s3pvefs.write.uploader import copy_object
-from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
 
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
-DIR_CONTENT_TYPE = "application/x-directory"
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,11 @@ class FsStat:
     name_max: int = 255
 
 
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
+class Filesystem(StreamedFiles, CachedFiles, Renames):
+    """Resolution, attributes, directories and the file operations; how a file's data
+    travels is in the mixins: streamed.py (sequential writes, straight to S3),
+    cached.py (files changed in place), renames.py."""
 
-
-class Filesystem:
     def __init__(self, store: ObjectStore, config: Config, nursery: trio.Nursery,
                  clock=time.monotonic):
         self.store = store
@@ -159,7 +158,7 @@ class Filesystem:
         if child is not None and child.local is not None:
             return child.local.stat
         parent_path = self.path(parent)
-        path = _join(parent_path, name)
+        path = join_path(parent_path, name)
         cached = self.cache.lookup(path)
         if cached is None and path not in self.cache.last_known and self.cache.worth_relisting(parent_path):
             # The names answer for those not there (cp -r asks before each create); one
@@ -182,7 +181,7 @@ class Filesystem:
     async def _child(self, parent_ino: int, raw: bytes) -> tuple[Inode, str, Stat | None]:
         parent = self._dir(parent_ino)
         name = check_name(raw)
-        self.keys.key(_join(self.path(parent), name))  # ENAMETOOLONG before any request
+        self.keys.key(join_path(self.path(parent), name))  # ENAMETOOLONG before any request
         return parent, name, await self._resolve(parent, name)
 
     def _remember(self, parent: Inode, name: str, s: Stat) -> Inode:
@@ -305,7 +304,7 @@ class Filesystem:
         path = self.path(inode)
         entries = dict((await self._list_dir(path)).entries)
         for name, s in list(entries.items()):
-            known = self.cache.stats.get(_join(path, name))  # a HEAD knows more than a LIST
+            known = self.cache.stats.get(join_path(path, name))  # a HEAD knows more than a LIST
             if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
                 entries[name] = known  # a LIST cannot tell a symlink from a file
         unread = sum(1 for s in entries.values() if not s.complete and s.kind == FILE)
@@ -322,11 +321,11 @@ class Filesystem:
 
         async def complete(name: str) -> None:
             async with limiter:
-                info = await self.store.head(self.keys.key(_join(path, name)))
+                info = await self.store.head(self.keys.key(join_path(path, name)))
             if info is not None:
                 s = decode(info, FILE, self.defaults)
                 entries[name] = s
-                self.cache.put_stat(_join(path, name), s)
+                self.cache.put_stat(join_path(path, name), s)
 
         with single_error():
             async with trio.open_nursery() as n:
@@ -357,7 +356,7 @@ class Filesystem:
         parent, name, existing = await self._child(parent_ino, raw)
         if existing is not None:
             raise Exists(name)
-        path = _join(self.path(parent), name)
+        path = join_path(self.path(parent), name)
         s = new_stat(DIR, mode, uid, gid)
         await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(s), DIR_CONTENT_TYPE)
         self.cache.invalidate(path)
@@ -401,7 +400,7 @@ class Filesystem:
             raise NotFound(name)
         if s.kind != DIR:
             raise NotADir(name)
-        path = _join(self.path(parent), name)
+        path = join_path(self.path(parent), name)
         inode = self.table.attach(parent.ino, name, DIR)
         if not await self._dir_is_empty(inode, path):
             raise NotEmpty(path)
@@ -415,122 +414,6 @@ class Filesystem:
         if inode.local is None:
             inode.local = LocalFile(stat=s, remote_size=s.size)
         return inode.local
-
-    def _new_stream(self, inode: Inode) -> StreamedFile:
-        return StreamedFile(self.store, lambda: self.key(inode), lambda: encode_metadata(inode.local.stat),
-                            self.cfg.write, self.budget, self._nursery)
-
-    def _stream_for_write(self, inode: Inode, offset: int) -> StreamedFile | None:
-        """The stream a write at offset goes to: the file's, or a new one for a file
-        that is empty or appended to right at its committed end; None: staging."""
-        local = inode.local
-        if local.stream is not None or local.staged is not None:
-            return local.stream
-        if not inode.attached:
-            return None
-        if local.stat.size == 0:
-            local.stream = self._new_stream(inode)
-        elif offset == local.stat.size == local.remote_size and self.cfg.write.uniform_parts is False:
-            local.stream = self._new_stream(inode)  # an append: the object is its first bytes
-            local.stream.base = local.stream.committed = local.remote_size
-        return local.stream
-
-    async def _unstream(self, inode: Inode) -> None:
-        """Move a streamed file to the staging path (a write behind what was sent, an
-        extending truncate, a read of sent bytes). With no upload running, the staging
-        file gets the committed object's bytes (if any) and those in memory; parts of
-        an unfinished upload cannot be read back, so then everything is committed
-        first and read back when needed (_load)."""
-        local = inode.local
-        async with local.lock:
-            stream = local.stream
-            if stream is None:
-                return
-            if not stream.uploading:
-                etag = None
-                if stream.committed:  # an append: the object at the key is the base
-                    info = await self.store.head(self.key(inode))
-                    etag = info.etag if info is not None and info.size == stream.committed else None
-                    if etag is None:
-                        raise FsError("file changed in S3 while being appended to", err=errno.ESTALE)
-                if stream is not local.stream or stream.uploading:
-                    raise FsError("file changed while moving to the cache", err=errno.EAGAIN)
-                sparse = self._new_sparse(inode, stream.committed if stream.committed else None, etag,
-                                          stream.committed)
-                try:
-                    await self._sparse_write(inode, sparse, stream.base, bytes(stream.buf))
-                    sparse.truncate(stream.end)
-                except BaseException:
-                    self._drop_sparse(sparse)
-                    raise
-                local.staged = sparse
-                local.drop_stream()
-                return
-        await self._commit(inode)
-        local.drop_stream()
-
-    # ------------------------------------------------------------------ write-back cache
-    def _new_sparse(self, inode: Inode, base_size: int | None, base_etag: str | None, size: int) -> SparseFile:
-        """A write-back cache for inode over the object at its key (base_size None: none)."""
-        sparse = SparseFile(self._staging_dir, key=self.key(inode), path=self.path(inode),
-                            base_size=base_size or 0, base_etag=base_etag if base_size is not None else None,
-                            size=size, metadata=encode_metadata(inode.local.stat),
-                            fill_size=self.cfg.cache.fill_size)
-        self.space.track(sparse)
-        self._sparse_owner[sparse] = inode
-        return sparse
-
-    def _drop_sparse(self, sparse: SparseFile) -> None:
-        self.space.untrack(sparse)
-        self._sparse_owner.pop(sparse, None)
-        sparse.remove()
-
-    def _base_fetcher(self, inode: Inode, sparse: SparseFile, *, to_cache: bool = True):
-        """Bytes of the base object; to_cache: they will be held locally (room first)."""
-        async def fetch(start: int, end: int) -> bytes:
-            if to_cache:
-                await self.space.make_room(sparse, end - start)
-            return await self.store.get_range(self.key(inode), start, end, sparse.base_etag)
-        return fetch
-
-    async def _sparse_write(self, inode: Inode, sparse: SparseFile, offset: int, data: bytes) -> int:
-        await self.space.make_room(sparse, len(data))
-        return await sparse.write(offset, data, self._base_fetcher(inode, sparse))
-
-    async def _write_back(self, sparse: SparseFile) -> None:
-        """Commit a cached file early (the disk budget is full of its unsent data)."""
-        inode = self._sparse_owner.get(sparse)
-        if inode is not None and inode.local is not None and inode.local.staged is sparse:
-            await self._commit(inode)
-
-    async def _commit_sparse(self, inode: Inode, key: str, meta: dict[str, str]) -> None:
-        local = inode.local
-        sparse = local.staged
-        size = sparse.size
-        taken = sparse.begin_commit()
-        try:
-            if not taken and size == sparse.base_size == sparse.base_end == local.remote_size:
-                await copy_object(self.store, key, key, size, meta, self.cfg.write)  # attributes only
-                etag = None
-            else:
-                fetch = self._base_fetcher(inode, sparse, to_cache=False)  # into parts, not the cache
-                etag = await upload_sparse(self.store, key, sparse, taken, meta, self.cfg.write, fetch,
-                                           self.budget)
-        except BaseException:
-            sparse.commit_failed(taken)
-            raise
-        if etag is None:
-            info = await self.store.head(key)
-            etag = info.etag if info is not None else None
-        sparse.metadata = meta
-        sparse.committed(size, etag)
-
-    async def recover(self) -> list[Recovered]:
-        """Take this mount's cache directory and deal with what a killed daemon left in
-        it (recovery.py). Before the mount is served: nobody sees the old bytes."""
-        if self._cache_lock is None:
-            self._cache_lock = lock_cache(self._staging_dir)
-        return await recover(self.store, self._staging_dir, self._recovered_dir, self.cfg.write)
 
     async def _truncate(self, inode: Inode, size: int) -> None:
         local = inode.local
@@ -625,7 +508,7 @@ class Filesystem:
         local.stream = self._new_stream(inode)
         local.stream.reset()  # the first commit writes the object, even an empty one
         inode.lookups += 1
-        path = _join(self.path(parent), name)
+        path = join_path(self.path(parent), name)
         self.cache.invalidate(path)
         inode.open_handles += 1
         return self._new_handle(FileHandle(inode, writable=True)), inode, s
@@ -698,21 +581,6 @@ class Filesystem:
                                       self._nursery, self.read_budget)
         return await h.prefetcher.read(offset, size)
 
-    async def _read_streamed(self, inode: Inode, stream: StreamedFile, offset: int, size: int) -> bytes | None:
-        """Bytes of a file being streamed: from memory, and from the object committed at
-        the key (before stream.base); None if some are in an unfinished upload."""
-        if offset >= stream.base:
-            return stream.read(offset, size)
-        if not inode.attached and (inode.frozen_key is None or inode.frozen_key not in self._hidden):
-            raise FsError("file was replaced or removed while open", err=errno.ESTALE)  # as read() says
-        if stream.uploading:
-            return None
-        end = offset + size
-        head = await self.store.get_range(self.key(inode), offset, min(end, stream.base))
-        if stream is not inode.local.stream or stream.uploading or len(head) != min(end, stream.base) - offset:
-            return None  # changed while we read: take the slow path
-        return head + (stream.read(stream.base, end - stream.base) if end > stream.base else b"")
-
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self._handle(fh)
         if not h.writable:
@@ -755,33 +623,9 @@ class Filesystem:
         interval = self.cfg.cache.sync_interval
         if interval and local is not None and local.staged is not None and local.dirty and inode.attached:
             await self._sync_locally(inode)
-            if local.commit_timer is None:
-                local.commit_due = trio.current_time() + interval
-                local.commit_timer = trio.CancelScope(deadline=local.commit_due)
-                self._nursery.start_soon(self._commit_when_due, inode, local, local.commit_timer)
+            self._put_off_commit(inode, interval)
             return
         await self.flush(fh)
-
-    async def _sync_locally(self, inode: Inode) -> None:
-        local = inode.local
-        async with local.lock:  # not while a commit changes the journal
-            sparse = local.staged
-            if sparse is None:
-                return
-            sparse.metadata = encode_metadata(local.stat)  # what recovery would write
-            await trio.to_thread.run_sync(sparse.sync)
-
-    async def _commit_when_due(self, inode: Inode, local: LocalFile, timer: trio.CancelScope) -> None:
-        """The commit an fsync put off; cancelled when the file is closed (that commits)."""
-        with timer:
-            await trio.sleep_forever()  # until the timer's deadline
-        if timer.cancelled_caught and local.commit_timer is timer and inode.local is local:
-            local.commit_timer = local.commit_due = None
-            try:
-                await self._commit(inode)
-            except FsError as e:  # the data stays cached and dirty: close or the next fsync retries
-                log.error("commit of %s (fsynced %.0f s before) failed, kept for the next try: %s",
-                          self.path(inode), self.cfg.cache.sync_interval, e)
 
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
@@ -803,31 +647,6 @@ class Filesystem:
             inode.open_handles -= 1
             self._drop_local(inode)
             self.table.drop_if_unused(inode)
-
-    async def _give_up_commit(self, inode: Inode, e: FsError) -> None:
-        """The last close could not commit. A cached file's data (which an fsync may
-        have called durable) is left in the cache directory with its journal: the next
-        mount commits it, or keeps it aside if the object changed meanwhile. Data of a
-        streamed file, in memory only, is lost, and close() has said so."""
-        path, local = self.path(inode), inode.local
-        sparse = local.staged
-        if sparse is None:
-            log.error("commit of %s at release failed, data dropped: %s", path, e)
-            return
-        async with local.lock:
-            try:
-                sparse.metadata = encode_metadata(local.stat)
-                await trio.to_thread.run_sync(sparse.sync)
-            except FsError as why:
-                log.error("commit of %s at release failed (%s) and its cache could not be kept: %s; "
-                          "data dropped", path, e, why)
-                return  # _drop_local removes it
-            local.staged = None
-            self.space.untrack(sparse)
-            self._sparse_owner.pop(sparse, None)
-            sparse.close()  # files stay for the next mount's recovery
-        log.error("commit of %s at release failed: %s; its data stays in the cache as %s and is "
-                  "committed at the next mount", path, e, sparse.data_path)
 
     async def commit_all(self) -> None:
         """Commit every file with pending changes (shutdown with files still open), so
@@ -864,7 +683,7 @@ class Filesystem:
             raise NotFound(name)
         if s.kind == DIR:
             raise IsADir(name)
-        path = _join(self.path(parent), name)
+        path = join_path(self.path(parent), name)
         key = self.keys.key(path)
         inode = self.table.child(parent.ino, name)
         local = inode.local if inode is not None else None
@@ -901,7 +720,7 @@ class Filesystem:
         parent, name, existing = await self._child(parent_ino, raw)
         if existing is not None:
             raise Exists(name)
-        path = _join(self.path(parent), name)
+        path = join_path(self.path(parent), name)
         s = new_stat(SYMLINK, 0o777, uid, gid, size=len(target))
         await self.store.put(self.keys.key(path), target, encode_metadata(s))
         self._unhide(self.keys.key(path))
@@ -915,120 +734,6 @@ class Filesystem:
         if s.kind != SYMLINK:
             raise FsError("not a symlink", err=errno.EINVAL)
         return await self.store.get_range(self.key(inode), 0, s.size)
-
-    # ------------------------------------------------------------------ rename
-    async def rename(self, old_parent: int, old_raw: bytes, new_parent: int, new_raw: bytes,
-                     flags: int = 0) -> None:
-        self._writable()
-        if flags & RENAME_EXCHANGE:
-            raise NotSupported("RENAME_EXCHANGE is not supported on S3")
-        src_parent, src_name, src = await self._child(old_parent, old_raw)
-        dst_parent, dst_name, dst = await self._child(new_parent, new_raw)
-        if src is None:
-            raise NotFound(src_name)
-        src_inode = self.table.attach(src_parent.ino, src_name, src.kind)
-        if dst_parent.ino == src_parent.ino and dst_name == src_name:
-            return
-        if dst is not None and flags & RENAME_NOREPLACE:
-            raise Exists(dst_name)
-        src_path = _join(self.path(src_parent), src_name)
-        dst_path = _join(self.path(dst_parent), dst_name)
-        if src.kind == DIR:
-            if self.table.is_ancestor(src_inode, dst_parent):
-                raise FsError("cannot move a directory into itself", err=errno.EINVAL)
-            if dst is not None:
-                if dst.kind != DIR:
-                    raise NotADir(dst_name)
-                dst_inode = self.table.attach(dst_parent.ino, dst_name, DIR)
-                if not await self._dir_is_empty(dst_inode, dst_path):
-                    raise NotEmpty(dst_name)
-                await self.store.delete(self.keys.dir_prefix(dst_path))
-            await self._move_tree(src_path, dst_path)
-            self.cache.invalidate_tree(src_path)
-            self.cache.invalidate_tree(dst_path)
-        else:
-            if dst is not None and dst.kind == DIR:
-                raise IsADir(dst_name)
-            replaced = self.table.child(dst_parent.ino, dst_name) if dst is not None else None
-            if replaced is not None and replaced.local is not None and replaced.local.stream is not None:
-                # Its upload is at the key the source lands on: it can never be committed.
-                replaced.local.stream.fail(FsError("file was replaced while open", err=errno.ESTALE))
-            src_key, dst_key = self.keys.key(src_path), self.keys.key(dst_path)
-            local = src_inode.local
-            stream = local.stream if local is not None else None
-            if stream is not None and stream.uploading:
-                await self._commit(src_inode)  # parts belong to an upload at the old key
-            remote_size = local.remote_size if local is not None else src.size
-            sparse = local.staged if local is not None else None
-            if sparse is not None:
-                async with local.lock:  # no commit to the old key meanwhile
-                    await self._rename_cached(src_key, dst_key, dst_path, remote_size, sparse, dst is not None)
-            elif remote_size is not None:
-                meta = encode_metadata(local.stat) if local is not None else None
-                await copy_object(self.store, src_key, dst_key, remote_size, meta, self.cfg.write)
-                self._unhide(dst_key)
-                await self.store.delete(src_key)
-                if local is not None and meta is not None and (stream is None or stream.clean()):
-                    local.dirty = False  # the copy carried the pending attributes
-            elif dst is not None:
-                await self.store.delete(dst_key)  # replaced by a file not committed yet
-            self.cache.invalidate(src_path)
-            self.cache.invalidate(dst_path)
-            self.cache.put_negative(src_path)
-            # A copy may have another ETag (a multipart copy always does): not known here.
-            if local is not None:
-                local.stat = local.stat.with_(etag=None)
-            self.cache.put_stat(dst_path, (src if local is None else local.stat).with_(etag=None))
-        self.table.move(src_inode, dst_parent.ino, dst_name)
-
-    async def _rename_cached(self, src_key: str, dst_key: str, dst_path: str, remote_size: int | None,
-                             sparse: SparseFile, replacing: bool) -> None:
-        """Rename a file with a write-back cache: its base object moves server-side
-        and the cache (and its journal) follow it to the new key."""
-        if remote_size is not None:
-            await copy_object(self.store, src_key, dst_key, remote_size, None, self.cfg.write)
-            self._unhide(dst_key)
-            info = await self.store.head(dst_key)
-            await self.store.delete(src_key)
-            sparse.base_etag = info.etag if info is not None else None
-        elif replacing:
-            await self.store.delete(dst_key)  # replaced by a file not committed yet
-        sparse.rekey(dst_key, dst_path)
-
-    async def _move_tree(self, src_path: str, dst_path: str) -> None:
-        """Copy every object under a directory to its new prefix, then delete the
-        originals. Not atomic: a failure midway leaves both trees partly present,
-        and nothing is deleted before its copy exists."""
-        src_prefix, dst_prefix = self.keys.dir_prefix(src_path), self.keys.dir_prefix(dst_path)
-        objects, token = [], None
-        while True:
-            page = await self.store.list_page(src_prefix, None, token)
-            objects += [o for o in page.objects if self._hidden.get(o.key) != o.etag]
-            token = page.next_token
-            if not token:
-                break
-        if not any(o.key == src_prefix for o in objects):  # keep an empty/implicit dir visible
-            await self.store.put(dst_prefix, b"", encode_metadata(implicit_dir(self.defaults, now_ns())),
-                                 DIR_CONTENT_TYPE)
-        limiter = trio.CapacityLimiter(self.cfg.write.upload_concurrency * 2)
-
-        async def move_one(o):
-            async with limiter:
-                await copy_object(self.store, o.key, dst_prefix + o.key[len(src_prefix):], o.size, None,
-                                  self.cfg.write)
-                self._unhide(dst_prefix + o.key[len(src_prefix):])
-        with single_error():
-            async with trio.open_nursery() as n:
-                for o in objects:
-                    n.start_soon(move_one, o)
-
-        async def delete_one(o):
-            async with limiter:
-                await self.store.delete(o.key)
-        with single_error():
-            async with trio.open_nursery() as n:
-                for o in objects:
-                    n.start_soon(delete_one, o)
 
     # ------------------------------------------------------------------ misc
     def forget(self, inode_list) -> None:

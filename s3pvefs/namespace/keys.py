@@ -8,6 +8,12 @@ from s3pvefs.errors import InvalidName, NameTooLong
 NAME_MAX = 255
 KEY_MAX = 1024
 FOLDER_SUFFIX = "_$folder$"  # old s3fs/Hadoop directory marker, recognised when listing
+DIR_CONTENT_TYPE = "application/x-directory"  # of the "dir/" marker objects we write
+
+
+def join_path(parent: str, name: str) -> str:
+    """A path below the mount root ("" is the root), "/"-separated."""
+    return f"{parent}/{name}" if parent else name
 
 
 def check_name(raw: bytes) -> str:

@@ -38,8 +38,6 @@ import time
 import uuid
 from typing import Awaitable, Callable
 
-import trio
-
 from s3pvefs.errors import FsError
 from s3pvefs.write.extents import Extents
 

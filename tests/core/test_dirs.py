@@ -9,7 +9,7 @@ import stat as st
 import pytest
 
 from s3pvefs.errors import FsError, NotFound
-from s3pvefs.fs.filesystem import RENAME_EXCHANGE, RENAME_NOREPLACE
+from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE
 from tests.core.helpers import ROOT, make_file, names, read_all
 
 

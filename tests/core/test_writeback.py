@@ -7,7 +7,6 @@ the next mount (write/recovery.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
