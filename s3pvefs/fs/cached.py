@@ -92,14 +92,11 @@ class CachedFiles:
             self._cache_lock = lock_cache(self._staging_dir)
         return await recover(self.store, self._staging_dir, self._recovered_dir, self.cfg.write)
 
-    async def _sync_locally(self, inode: Inode) -> None:
-        local = inode.local
-        async with local.lock:  # not while a commit changes the journal
-            sparse = local.staged
-            if sparse is None:
-                return
-            sparse.metadata = encode_metadata(local.stat)  # what recovery would write
-            await trio.to_thread.run_sync(sparse.sync)
+    async def _sync_locally(self, local: LocalFile) -> None:
+        """fsync without a commit: the cache file and its journal (with the metadata
+        recovery would write) durable on local disk. The caller holds local.lock, so
+        no commit rewrites the journal meanwhile."""
+        await trio.to_thread.run_sync(local.staged.sync, encode_metadata(local.stat))
 
     def _put_off_commit(self, inode: Inode, interval: float) -> None:
         """After an fsync that only synced locally: a commit interval from now, unless
@@ -128,14 +125,14 @@ class CachedFiles:
         mount commits it, or keeps it aside if the object changed meanwhile. Data of a
         streamed file, in memory only, is lost, and close() has said so."""
         path, local = self.path(inode), inode.local
+        local.cancel_timer()  # a commit put off by an fsync must not run on what is left
         sparse = local.staged
         if sparse is None:
             log.error("commit of %s at release failed, data dropped: %s", path, e)
             return
         async with local.lock:
             try:
-                sparse.metadata = encode_metadata(local.stat)
-                await trio.to_thread.run_sync(sparse.sync)
+                await self._sync_locally(local)
             except FsError as why:
                 log.error("commit of %s at release failed (%s) and its cache could not be kept: %s; "
                           "data dropped", path, e, why)

@@ -622,7 +622,9 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
             return
         interval = self.cfg.cache.sync_interval
         if interval and local is not None and local.staged is not None and local.dirty and inode.attached:
-            await self._sync_locally(inode)
+            async with local.lock:
+                if local.staged is not None:
+                    await self._sync_locally(local)
             self._put_off_commit(inode, interval)
             return
         await self.flush(fh)

@@ -82,6 +82,7 @@ class SparseFile:
         self.dirty = Extents()
         self.size = 0
         self.last_used = time.monotonic()
+        self.journal_durable = False  # the journal on disk was fsync'ed since its last rewrite
         self.on_change: Callable[[int], None] = lambda delta: None  # valid bytes grew/shrank
         try:
             self.truncate(size)
@@ -105,6 +106,7 @@ class SparseFile:
         s.valid = allocated_ranges(s.fd, s.size)
         s.dirty = s.valid.copy()
         s.last_used = 0.0
+        s.journal_durable = False
         s.on_change = lambda delta: None
         return s
 
@@ -148,16 +150,21 @@ class SparseFile:
                     os.fsync(directory)
                 finally:
                     os.close(directory)
+            self.journal_durable = durable
         except OSError as e:
             raise FsError(f"cannot write cache journal {self.journal_path}: {e.strerror}", err=e.errno) from None
 
-    def sync(self) -> None:
-        """Make the cached bytes and the journal durable on the local disk (an fsync
-        that does not commit: recovery can then rebuild the file even after a power
-        cut). Blocking: run it in a worker thread."""
+    def sync(self, metadata: dict[str, str]) -> None:
+        """Make the cached bytes and the journal (with the file's metadata as of now)
+        durable on the local disk: an fsync that does not commit, after which recovery
+        can rebuild the file even after a power cut. The journal is rewritten only if
+        it changed since it was last made durable (a VM flushes often; it rarely
+        changes). Blocking: run it in a worker thread."""
         try:
             os.fsync(self.fd)
-            self.journal(durable=True)
+            if metadata != self.metadata or not self.journal_durable:
+                self.metadata = metadata
+                self.journal(durable=True)
         except OSError as e:
             raise FsError(f"cannot sync cache file of {self.path}: {e.strerror}", err=e.errno) from None
 
