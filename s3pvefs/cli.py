@@ -123,10 +123,30 @@ def build_config(args) -> Config:
     return validate(apply_options(config, words))
 
 
+class PrivateFileHandler(logging.FileHandler):
+    """A log file only root reads: the log names files (every one, with --debug) and
+    buckets. Created 0600; one that exists already loses any access by others (the
+    group an admin gave it is kept). Reopened the same way after SIGHUP."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            mode = os.fstat(fd).st_mode
+            if mode & 0o007:
+                os.fchmod(fd, mode & 0o7770)
+        except OSError:
+            os.close(fd)
+            raise
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def _setup_logging(args, background: bool) -> None:
     level = logging.DEBUG if args.debug else logging.INFO
     if args.log_file:
-        handler: logging.Handler = logging.FileHandler(args.log_file)
+        try:
+            handler: logging.Handler = PrivateFileHandler(args.log_file)
+        except OSError as e:
+            raise ConfigError(f"--log-file {args.log_file}: {e.strerror}") from None
     elif background and os.path.exists("/dev/log"):
         handler = logging.handlers.SysLogHandler("/dev/log")
         handler.ident = "s3pvefs: "
@@ -157,9 +177,16 @@ def cmd_mount(args) -> int:
         except OSError as e:
             raise MountError(f"cannot create mountpoint {args.mountpoint}: {e.strerror}", 6) from None
     mountpoint = os.path.realpath(args.mountpoint)
+    if args.log_file:
+        args.log_file = os.path.abspath(args.log_file)
+        try:  # here, so that a log file the daemon could not open is this command's one line
+            PrivateFileHandler(args.log_file).close()
+        except OSError as e:
+            raise ConfigError(f"--log-file {args.log_file}: {e.strerror}") from None
     if not args.foreground:
         return _spawn_daemon(args)
     _setup_logging(args, background=args.ready_fd is not None)
+    os.chdir("/")  # every path is absolute by now; the daemon keeps no other directory busy
     import trio  # imported late: `s3pvefs --help` stays fast
 
     from s3pvefs import daemon
@@ -191,9 +218,13 @@ def cmd_mount(args) -> int:
 
 
 def _spawn_daemon(args) -> int:
-    """Start the daemon detached and wait until it reports the mount live (or why not)."""
+    """Start the daemon detached and wait until it reports the mount live (or why not).
+
+    The daemon is this same interpreter in isolated mode (-I): it imports the installed
+    s3pvefs, never one found in the current directory, PYTHONPATH or a user's
+    site-packages (it runs as root)."""
     read_fd, write_fd = os.pipe()
-    argv = [sys.executable, "-m", "s3pvefs"] + [a for a in sys.argv[1:]] + \
+    argv = [sys.executable, "-I", "-m", "s3pvefs"] + [a for a in sys.argv[1:]] + \
         ["--foreground", "--ready-fd", str(write_fd)]
     with open(os.devnull, "rb") as devnull_in, open(os.devnull, "wb") as devnull_out:
         proc = subprocess.Popen(argv, stdin=devnull_in, stdout=devnull_out,

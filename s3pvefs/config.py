@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
 import tomllib
@@ -343,10 +344,50 @@ def split_bucket(spec: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+ID_MAX = 0xFFFF_FFFE  # uid_t/gid_t; (uid_t)-1 means "no owner"
+PATH_SETTINGS = ("cache_dir", "credentials_file", "ca_bundle")
+
+
+def _validate_ranges(config: Config) -> None:
+    """What any setting's type allows but no setting means: NaN and infinite numbers,
+    negative counts, sizes and seconds, owners outside uid_t, relative paths (the daemon
+    runs from /, so a path relative to where the command was typed would mean another
+    place there)."""
+    for section in fields(config):
+        values = getattr(config, section.name)
+        for f in fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name}: must be a finite number, got {value!r}")
+            if isinstance(value, (int, float)) and value < 0:
+                raise ConfigError(f"{f.name}: must be >= 0, got {value!r}")
+            if f.name in PATH_SETTINGS and value and not os.path.isabs(value):
+                raise ConfigError(f"{f.name}: {value!r} is a relative path; give an absolute one")
+    m = config.mount
+    for name in ("uid", "gid"):
+        if getattr(m, name) > ID_MAX:
+            raise ConfigError(f"{name}: expected a user/group id from 0 to {ID_MAX}, got {getattr(m, name)}")
+    if m.metrics_port > 65535:
+        raise ConfigError(f"metrics_port: expected a TCP port (1-65535, 0 = off), got {m.metrics_port}")
+
+
 def validate(config: Config) -> Config:
     s, c, w, r = config.store, config.cache, config.write, config.read
     if not s.bucket:
         raise ConfigError("no bucket given")
+    _validate_ranges(config)
+    if s.connect_timeout <= 0 or s.read_timeout <= 0:
+        raise ConfigError("connect_timeout, read_timeout: seconds > 0")
+    if s.max_attempts < 1 or s.max_connections < 1:
+        raise ConfigError("max_attempts, max_connections: must be >= 1")
+    if c.stat_max_entries < 1 or c.listing_max_entries < 1:
+        raise ConfigError("stat_max_entries, listing_max_entries: must be >= 1")
+    if c.disk_budget < 1 * MiB or c.fill_size < 4 * KiB:
+        raise ConfigError("disk_budget: at least 1M; fill_size: at least 4K")
+    if w.multipart_threshold > 5 * GiB:
+        raise ConfigError("multipart_threshold: S3 takes at most 5G in one PUT")
     if s.addressing_style not in ("path", "virtual", "auto"):
         raise ConfigError("addressing_style: expected path, virtual or auto")
     if s.checksums not in ("when_required", "when_supported"):

@@ -133,8 +133,9 @@ def fuse_options(config: Config) -> set[str]:
     s = config.store
     name = f"{s.bucket}/{s.prefix}" if s.prefix else s.bucket
     options = set(pyfuse3.default_options) | {f"fsname=s3pvefs:{name}", "subtype=s3pvefs"}
-    options.discard("default_permissions")
-    options.add("default_permissions")  # the kernel checks modes; always, with allow_other too
+    # The kernel checks modes, always, with allow_other too; and no object in the bucket
+    # (anyone with keys can write one) can be a setuid program or a device node here.
+    options |= {"default_permissions", "nosuid", "nodev"}
     if config.mount.allow_other:
         options.add("allow_other")
     if config.mount.read_only:

@@ -80,12 +80,13 @@ dpkg-query -W -f='${Package} ${Version} ${Status}\n' s3pvefs
 
 step "installed files"
 [ -x /usr/bin/s3pvefs ] || fail "/usr/bin/s3pvefs is missing"
-readlink -f /usr/bin/s3pvefs | grep -q '^/opt/venvs/s3pvefs/' || fail "/usr/bin/s3pvefs does not lead into /opt/venvs/s3pvefs"
+grep -q '^exec /opt/venvs/s3pvefs/bin/python -I -m s3pvefs "\$@"$' /usr/bin/s3pvefs \
+  || fail "/usr/bin/s3pvefs does not run the venv's python isolated: $(cat /usr/bin/s3pvefs)"
 head -1 /opt/venvs/s3pvefs/bin/s3pvefs | grep -qx '#!/opt/venvs/s3pvefs/bin/python' \
   || fail "bad interpreter line in /opt/venvs/s3pvefs/bin/s3pvefs: $(head -1 /opt/venvs/s3pvefs/bin/s3pvefs)"
 venv_python=$(readlink -f /opt/venvs/s3pvefs/bin/python)
 case $venv_python in /usr/bin/python3*) ;; *) fail "the venv runs $venv_python, not Debian's python3";; esac
-echo "/usr/bin/s3pvefs -> $(readlink -f /usr/bin/s3pvefs) on $venv_python"
+echo "/usr/bin/s3pvefs runs /opt/venvs/s3pvefs/bin/python -I on $venv_python"
 unit=/lib/systemd/system/s3pvefs@.service
 [ -f $unit ] || fail "$unit is missing"
 for exe in $(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' $unit); do
@@ -158,11 +159,20 @@ cat "$WORK/check-secret.out"
 grep -q "^FAIL  authentication .*wrong secret key" "$WORK/check-secret.out" || fail "no 'wrong secret key' line"
 ! grep -q "not-the-right-secret" "$WORK/check-secret.out" || fail "the secret was printed"
 
-step "s3pvefs mount $BUCKET/pve $MP"
-mkdir -p "$MP"
-sys_run s3pvefs mount "$BUCKET/pve" "$MP" --endpoint-url "$ENDPOINT" --log-file "$WORK/s3pvefs.log" \
+step "s3pvefs mount $BUCKET/pve $MP, typed in a directory holding an s3pvefs package, with PYTHONPATH at another"
+mkdir -p "$MP" "$WORK/evil/s3pvefs" "$WORK/evil2/s3pvefs"
+for d in evil evil2; do
+  printf 'import os\nopen("%s/ran-%s", "a").write(str(os.getpid()))\n' "$WORK" "$d" >"$WORK/$d/s3pvefs/__init__.py"
+  printf 'import os\nopen("%s/ran-%s", "a").write(str(os.getpid()))\n' "$WORK" "$d" >"$WORK/$d/sitecustomize.py"
+done
+(cd "$WORK/evil" && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONPATH="$WORK/evil2" \
+   AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \
+   s3pvefs mount "$BUCKET/pve" "$MP" --endpoint-url "$ENDPOINT" --log-file "$WORK/s3pvefs.log") \
   || fail "s3pvefs mount exited $?"
 grep " $MP " /proc/mounts || fail "$MP is not in /proc/mounts"
+for d in evil evil2; do
+  [ ! -e "$WORK/ran-$d" ] || fail "s3pvefs ran code from $WORK/$d (pids $(cat "$WORK/ran-$d"))"
+done
 
 step "write and read back"
 echo "hello from the Debian package" >"$MP/hello.txt"

@@ -32,10 +32,11 @@ from s3pvefs.fs.renames import Renames
 from s3pvefs.fs.streamed import StreamedFiles
 from s3pvefs.fs.usage import UsageMeter
 from s3pvefs.namespace.freshness import Freshness
+from s3pvefs.namespace.headers import HeaderReader
 from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import (DIR_CONTENT_TYPE, FOLDER_SUFFIX, KeyMapper, check_name, join_path,
                                     listable_name)
-from s3pvefs.namespace.metacache import Listing, MetaCache
+from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
 from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, encode_metadata,
                                     implicit_dir, new_stat, now_ns)
 from s3pvefs.read.prefetcher import Prefetcher
@@ -84,6 +85,8 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         self._sparse_owner: dict[SparseFile, Inode] = {}
         self._cache_lock: int | None = None
         self.fresh = Freshness(self._fetch_stat, self.cache, nursery, config.cache.stale_answer_after)
+        self.headers = HeaderReader(store, self.keys, self.cache, self.defaults, nursery,
+                                    hidden=lambda key, etag: self._hidden.get(key) == etag)
         self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
         self.budget = MemoryBudget(config.write.memory_budget)
         self.read_budget = MemoryBudget(config.read.readahead_budget)
@@ -119,8 +122,16 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
 
     # ------------------------------------------------------------------ resolution
     async def _fetch_stat(self, path: str) -> Stat | None:
-        """Ask S3 what path is: HEAD of the file key, HEAD of the directory marker and a
-        one-key LIST of the directory prefix, in parallel (one round trip)."""
+        """Ask S3 what path is. A name the parent's fresh listing shows needs only its
+        headers (namespace/headers.py: one HEAD, read ahead with its neighbours);
+        otherwise HEAD of the file key, HEAD of the directory marker and a one-key
+        LIST of the directory prefix, in parallel (one round trip)."""
+        listing = self.cache.listings.get(parent_of(path))
+        listed = listing.entries.get(path.rpartition("/")[2]) if listing is not None else None
+        if listed is not None and not listed.complete:
+            s = await self.headers.read(path, listed)
+            if s is not None:
+                return s
         key, prefix = self.keys.key(path), self.keys.dir_prefix(path)
         found: dict[str, object] = {}
 
@@ -191,7 +202,11 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
 
     # ------------------------------------------------------------------ attributes
     async def lookup(self, parent_ino: int, raw: bytes) -> tuple[Inode, Stat]:
+        """The name's attributes as its headers say (the kernel checks access against
+        them): a listing's answer is completed first."""
         parent, name, s = await self._child(parent_ino, raw)
+        if s is not None and not s.complete:
+            s = await self.fresh.stat(join_path(self.path(parent), name))
         if s is None:
             raise NotFound(name)
         return self._remember(parent, name, s), s
@@ -303,35 +318,22 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         inode = self._dir(ino)
         path = self.path(inode)
         entries = dict((await self._list_dir(path)).entries)
-        for name, s in list(entries.items()):
-            known = self.cache.stats.get(join_path(path, name))  # a HEAD knows more than a LIST
-            if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
-                entries[name] = known  # a LIST cannot tell a symlink from a file
-        unread = sum(1 for s in entries.values() if not s.complete and s.kind == FILE)
-        if unread and (self.cfg.cache.listing_heads or unread <= self.cfg.cache.listing_heads_below):
-            await self._complete_entries(path, entries)
+        self._merge_known(path, entries)
+        unread = [name for name, s in entries.items() if not s.complete]
+        if unread and (self.cfg.cache.listing_heads or len(unread) <= self.cfg.cache.listing_heads_below):
+            await self.headers.read_all(path, unread)  # the listing shows real modes and times
+            self._merge_known(path, entries)
         for child in self.table.children(ino):
             if child.local is not None:  # created here, not committed yet
                 entries[child.name] = child.local.stat
         return self._new_handle(DirHandle(inode, sorted(entries.items())))
 
-    async def _complete_entries(self, path: str, entries: dict[str, Stat]) -> None:
-        """Read the headers of every listed file that has only LIST attributes."""
-        limiter = trio.CapacityLimiter(32)
-
-        async def complete(name: str) -> None:
-            async with limiter:
-                info = await self.store.head(self.keys.key(join_path(path, name)))
-            if info is not None:
-                s = decode(info, FILE, self.defaults)
-                entries[name] = s
-                self.cache.put_stat(join_path(path, name), s)
-
-        with single_error():
-            async with trio.open_nursery() as n:
-                for name, s in entries.items():
-                    if not s.complete and s.kind == FILE:
-                        n.start_soon(complete, name)
+    def _merge_known(self, path: str, entries: dict[str, Stat]) -> None:
+        """Listed entries whose headers were read (a HEAD knows more than a LIST)."""
+        for name, s in entries.items():
+            known = self.cache.stats.get(join_path(path, name))
+            if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
+                entries[name] = known  # a LIST cannot tell a symlink from a file
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Inode, Stat]]:
         """(next offset, name, inode, attributes) from offset start. The caller counts
@@ -411,7 +413,11 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
 
     # ------------------------------------------------------------------ files
     def _local(self, inode: Inode, s: Stat) -> LocalFile:
+        """The file's local state, made from its attributes as read from its headers
+        (a commit writes them back: a listing's defaults must never get there)."""
         if inode.local is None:
+            if not s.complete:
+                raise FsError(f"attributes of {self.path(inode)} not read", err=errno.EIO)
             inode.local = LocalFile(stat=s, remote_size=s.size)
         return inode.local
 
@@ -500,7 +506,7 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
             if flags & os.O_EXCL:
                 raise Exists(name)
             inode = self._remember(parent, name, existing)
-            return await self.open(inode.ino, flags), inode, await self.getattr(inode.ino)
+            return await self.open(inode.ino, flags), inode, await self.getattr(inode.ino, complete=True)
         s = new_stat(FILE, mode, uid, gid)
         inode = self.table.attach(parent.ino, name, FILE)
         local = LocalFile(stat=s, remote_size=None, dirty=True)
@@ -557,7 +563,7 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
                 local.stream is None and local.staged is None)):
             # A small read through a handle open for writing (a VM disk, QEMU opens them
             # O_RDWR): the cache fetches fill_size around it and keeps it for the next ones.
-            local = self._local(inode, await self.getattr(inode.ino))
+            local = self._local(inode, await self.getattr(inode.ino, complete=True))
             await self._load(inode)
         if local is not None and local.staged is not None:
             sparse = local.staged

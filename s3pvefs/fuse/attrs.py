@@ -1,6 +1,16 @@
-"""Stat -> pyfuse3 EntryAttributes / StatvfsData."""
+"""Stat -> pyfuse3 EntryAttributes / StatvfsData.
+
+The kernel checks access itself (default_permissions) against the attributes it was
+last given. Attributes the mount has not read from the object's headers (or written
+itself) -- a LIST entry, which carries no metadata -- are therefore never handed over
+as they are: they go with no permission bits and no validity, so the kernel asks
+GETATTR (which reads the headers) before it decides anything, and a denial on them
+makes it ask again. SECURITY.md states the rule; this is the one place it is kept.
+"""
 
 from __future__ import annotations
+
+import stat as st
 
 import pyfuse3
 
@@ -16,8 +26,12 @@ def entry_attributes(ino: int, s: Stat, cfg: CacheConfig) -> pyfuse3.EntryAttrib
     a.st_ino = ino
     a.generation = 0
     a.entry_timeout = cfg.kernel_entry_timeout
-    a.attr_timeout = cfg.kernel_attr_timeout
-    a.st_mode = s.mode
+    if s.complete:
+        a.attr_timeout = cfg.kernel_attr_timeout
+        a.st_mode = s.mode
+    else:  # unread headers: deny everything, valid for no time
+        a.attr_timeout = 0
+        a.st_mode = st.S_IFMT(s.mode)
     a.st_nlink = 2 if s.kind == "dir" else 1
     a.st_uid = s.uid
     a.st_gid = s.gid

@@ -46,23 +46,9 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self.cache_cfg = config.cache
-        self.listing_ttl = config.cache.listing_ttl
 
     def _attrs(self, ino, s):
         return entry_attributes(ino, s, self.cache_cfg)
-
-    def _listing_attrs(self, ino, s):
-        """Attributes sent with readdir. Those from a LIST (no headers) are kept by the
-        kernel as long as the listing is cached, so `ls -l` does not turn into one
-        GETATTR (a HEAD) per entry; a failed permission check still asks again.
-        The name itself keeps the kernel's entry timeout: a readdir repeated while the
-        listing is cached would otherwise renew a name deleted by another client for
-        another listing_ttl (stat finding it up to twice the TTL); its re-LOOKUP is
-        answered from the cached listing, without a request."""
-        a = entry_attributes(ino, s, self.cache_cfg)
-        if not s.complete:
-            a.attr_timeout = self.listing_ttl
-        return a
 
     @translate_errors
     async def lookup(self, parent_inode, name, ctx=None):
@@ -150,7 +136,7 @@ class Operations(pyfuse3.Operations):
     @translate_errors
     async def readdir(self, fh, start_id, token):
         for next_id, name, inode, s in self.fs.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._listing_attrs(inode.ino, s),
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._attrs(inode.ino, s),
                                          next_id):
                 self.fs.unused(inode)
                 return

@@ -70,7 +70,8 @@ class MetaCache:
     def put_stat(self, path: str, s: Stat) -> None:
         self.negative.pop(path, None)
         self.stats[path] = s
-        self.last_known[path] = s
+        if s.complete:  # what answers in an outage must be what the headers said
+            self.last_known[path] = s
         self._listed(path, s)
 
     def put_negative(self, path: str) -> None:

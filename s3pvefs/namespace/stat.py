@@ -86,36 +86,49 @@ def encode_metadata(s: Stat) -> dict[str, str]:
     }
 
 
-def _int(meta: dict[str, str], name: str) -> int | None:
+# What a header may hold to be used; anything else falls back to the defaults (a foreign
+# object must never make a name, or its whole directory, unreadable, nor show 1969 or
+# the year 3170843). uid_t is 32 bits and (uid_t)-1 means "no owner"; times are int64
+# nanoseconds in the kernel's and pyfuse3's structures, and no object predates 1970.
+ID_MAX = 0xFFFF_FFFE
+MODE_MAX = 0o177777
+TIME_NS_MAX = (1 << 63) - 1
+
+
+def _int(meta: dict[str, str], name: str, low: int, high: int) -> int | None:
     try:
-        return int(meta[name])
-    except (KeyError, ValueError):
+        value = int(meta[name])
+    except (KeyError, ValueError, TypeError):
         return None
+    return value if low <= value <= high else None
+
+
+def _time(meta: dict[str, str], name: str) -> int | None:
+    ns = parse_time(meta[name]) if name in meta else None
+    return ns if ns is not None and 0 <= ns <= TIME_NS_MAX else None
 
 
 def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
     """Attributes of an object; kind is what the key says (a 'dir/' key is a DIR).
 
-    Header values that are missing or malformed fall back to the defaults, so a
-    foreign object never makes a name unreadable.
+    Header values that are missing, malformed or out of range fall back to the
+    defaults (mode, owner) or to LastModified (times), so a foreign object never makes
+    a name unreadable.
     """
     meta = info.metadata or {}
     # via whole microseconds: a float of epoch seconds cannot hold nanoseconds exactly
-    lm_ns = round(info.last_modified * 1_000_000) * 1000
-    mode = _int(meta, "mode")
-    if mode is not None and not 0 <= mode <= 0o177777:
-        mode = None  # not an st_mode at all
+    lm_ns = min(max(0, round(info.last_modified * 1_000_000) * 1000), TIME_NS_MAX)
+    mode = _int(meta, "mode", 0, MODE_MAX)
     if mode is None:
         mode = _KIND_BITS[kind] | (defaults.dir_mode if kind == DIR else defaults.file_mode)
     elif kind == DIR or st.S_IFMT(mode) not in (st.S_IFREG, st.S_IFDIR, st.S_IFLNK):
         # The key decides directories; bare permission bits (or a FIFO/socket/device
         # type this filesystem cannot serve) get the key's type.
         mode = _KIND_BITS[kind] | st.S_IMODE(mode)
-    mtime = parse_time(meta.get("mtime", "")) if "mtime" in meta else None
+    mtime = _time(meta, "mtime")
     mtime = lm_ns if mtime is None else mtime
-    ctime = parse_time(meta["ctime"]) if "ctime" in meta else None
-    atime = parse_time(meta["atime"]) if "atime" in meta else None
-    uid, gid = _int(meta, "uid"), _int(meta, "gid")
+    ctime, atime = _time(meta, "ctime"), _time(meta, "atime")
+    uid, gid = _int(meta, "uid", 0, ID_MAX), _int(meta, "gid", 0, ID_MAX)
     return Stat(
         kind=kind_of_mode(mode),
         mode=mode,

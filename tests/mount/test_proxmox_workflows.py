@@ -359,7 +359,7 @@ def assert_archive(m, rel: str, backup: Backup, src, comp: Compressor, tmp_path)
 def test_vm_backup_through_compressor(mount, tmp_path, compressors, compression):
     comp = compressors[compression]
     if comp is None:
-        pytest.skip(f"no {compression} compressor installed")
+        pytest.fail(f"no {compression} compressor installed: scripts/setup.sh installs it")
     m = mount()
     make_layout(m)
     src = tmp_path / "disk.raw"
@@ -416,7 +416,7 @@ def make_rootfs(root) -> None:
 
 def test_container_backup_tar_zstd_and_restore(mount, tmp_path, compressors):
     if compressors["zstd"] is None:
-        pytest.skip("zstd not installed")
+        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     m = mount()
     make_layout(m)
     rootfs = tmp_path / "rootfs"
@@ -487,7 +487,7 @@ print(st.st_size)
 
 def test_notes_and_protection(mount, tmp_path, compressors):
     if compressors["zstd"] is None:
-        pytest.skip("zstd not installed")
+        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     comp = compressors["zstd"]
     m = mount()
     make_layout(m)
@@ -587,7 +587,7 @@ def prune(dump: str, vmid: int, keep_last: int) -> list[str]:
 
 def test_pruning_and_rmdir_of_dump(mount, tmp_path, compressors):
     if compressors["zstd"] is None:
-        pytest.skip("zstd not installed")
+        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     comp = compressors["zstd"]
     m = mount()
     make_layout(m)
@@ -655,7 +655,7 @@ def test_pruning_and_rmdir_of_dump(mount, tmp_path, compressors):
 
 def test_restore_and_show_configuration(mount, tmp_path, compressors):
     if compressors["zstd"] is None:
-        pytest.skip("zstd not installed")
+        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     comp = compressors["zstd"]
     m = mount()
     make_layout(m)

@@ -136,3 +136,42 @@ def test_modes_this_filesystem_cannot_serve_become_regular_files(mode):
     s = decode(info({"mode": mode}), FILE, DEFAULTS)
     assert s.kind == FILE and st.S_ISREG(s.mode)
     assert 0 <= s.mode <= 0o177777
+
+
+# ---- any header values: a Stat the kernel structures can hold, or the defaults
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+from s3pvefs.config import CacheConfig  # noqa: E402
+from s3pvefs.fuse.attrs import entry_attributes  # noqa: E402
+from s3pvefs.namespace.stat import ID_MAX, TIME_NS_MAX  # noqa: E402
+
+header_values = hs.one_of(
+    hs.text(max_size=40),
+    hs.integers(-(1 << 80), 1 << 80).map(str),
+    hs.floats(allow_nan=True, allow_infinity=True).map(str),
+    hs.tuples(hs.integers(-(1 << 40), 1 << 40), hs.integers(0, 10 ** 12)).map(lambda t: f"{t[0]}.{t[1]}"),
+    hs.sampled_from(["-1", "4294967295", "4294967296", "-100", "99999999999999", "0o777", "1e9", " 12 ", "²"]),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(meta=hs.dictionaries(hs.sampled_from(["mode", "uid", "gid", "mtime", "ctime", "atime", "other"]),
+                            header_values),
+       kind=hs.sampled_from([FILE, DIR]), last_modified=hs.floats(-1e12, 1e12))
+def test_any_headers_decode_to_attributes_the_kernel_can_take(meta, kind, last_modified):
+    s = decode(ObjectInfo("k/" if kind == DIR else "k", 7, "e", last_modified, meta), kind, DEFAULTS)
+    assert 0 <= s.uid <= ID_MAX and 0 <= s.gid <= ID_MAX
+    assert 0 <= s.mode <= 0o177777 and st.S_IFMT(s.mode) in (st.S_IFREG, st.S_IFDIR, st.S_IFLNK)
+    assert (kind == DIR) == (s.kind == DIR)
+    for t in (s.mtime_ns, s.ctime_ns, s.atime_ns):
+        assert 0 <= t <= TIME_NS_MAX
+    for name, default in (("uid", DEFAULTS.uid), ("gid", DEFAULTS.gid)):
+        try:
+            ok = 0 <= int(meta.get(name, "x")) <= ID_MAX
+        except ValueError:
+            ok = False
+        if not ok:
+            assert getattr(s, name) == default  # malformed or out of range: the mount's default
+    entry_attributes(5, s, CacheConfig())  # pyfuse3's structures take it (no OverflowError)
