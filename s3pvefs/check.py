@@ -28,11 +28,11 @@ from typing import Awaitable, Callable, TextIO
 import botocore.exceptions
 import trio
 
-from s3pvefs import daemon
+from s3pvefs import bucketaccess
 from s3pvefs.config import Config, MiB
 from s3pvefs.errors import ConfigError, MountError, StoreError
 from s3pvefs.store.base import PartEtag
-from s3pvefs.store.s3 import S3Store, _translate
+from s3pvefs.store.s3 import S3Store, translate_error
 
 MAX_SKEW = 300.0  # seconds; AWS refuses requests 15 minutes off, some servers sooner
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -65,7 +65,7 @@ class ProbeStore(S3Store):
             with self._bounded("list_objects_v2", prefix):
                 return await self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            err = _translate("list_objects_v2", prefix, e)
+            err = translate_error("list_objects_v2", prefix, e)
             err.response = getattr(e, "response", None) or {}
             raise err from None
 
@@ -346,12 +346,12 @@ async def step_clock(p: Probe) -> str:
 async def step_bucket(p: Probe) -> str:
     s = p.config.store
     try:
-        await daemon.check_bucket(p.store, p.config)  # what mount does before mounting
+        await bucketaccess.check_bucket(p.store, p.config)  # what mount does before mounting
     except MountError as e:
-        cause = {daemon.EXIT_NO_BUCKET: "create it first, or fix a typo in the bucket name or the endpoint",
-                 daemon.EXIT_CREDENTIALS: "access denied by the bucket policy or user permissions "
+        cause = {bucketaccess.EXIT_NO_BUCKET: "create it first, or fix a typo in the bucket name or the endpoint",
+                 bucketaccess.EXIT_CREDENTIALS: "access denied by the bucket policy or user permissions "
                                           "(needs s3:ListBucket on the bucket)",
-                 daemon.EXIT_UNREACHABLE: "the connection broke during the request"}.get(e.exit_code, "")
+                 bucketaccess.EXIT_UNREACHABLE: "the connection broke during the request"}.get(e.exit_code, "")
         raise Failed(str(e), cause) from None
     where = f"{s.prefix}/" if s.prefix else "the bucket"
     if p.listing is not None:
@@ -560,7 +560,7 @@ async def check(config: Config, out: TextIO) -> int:
         try:  # aiobotocore creates the client, and looks for credentials, only here
             store = await stack.enter_async_context(ProbeStore.open(s))
         except (botocore.exceptions.BotoCoreError, ValueError) as e:
-            err = daemon.client_error(e, config)
+            err = bucketaccess.client_error(e, config)
             if isinstance(err, ConfigError):
                 raise err from None
             problem = str(err)  # no credentials: the network steps still run

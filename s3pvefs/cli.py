@@ -24,11 +24,10 @@ from dataclasses import replace
 
 from s3pvefs import __version__
 from s3pvefs.config import Config, apply_options, config_path, load_file, split_bucket, validate
-from s3pvefs.errors import ConfigError, MountError
+from s3pvefs.errors import EXIT_MOUNTPOINT, EXIT_USAGE, ConfigError, MountError
 
 log = logging.getLogger("s3pvefs")
 
-EXIT_USAGE = 2
 READY_TIMEOUT = 180  # seconds the foreground parent waits for the daemon to mount
 
 
@@ -175,7 +174,7 @@ def cmd_mount(args) -> int:
         try:  # the unit has no other place to create it
             os.makedirs(args.mountpoint, mode=0o755)
         except OSError as e:
-            raise MountError(f"cannot create mountpoint {args.mountpoint}: {e.strerror}", 6) from None
+            raise MountError(f"cannot create mountpoint {args.mountpoint}: {e.strerror}", EXIT_MOUNTPOINT) from None
     mountpoint = os.path.realpath(args.mountpoint)
     if args.log_file:
         args.log_file = os.path.abspath(args.log_file)
@@ -387,32 +386,22 @@ def cmd_ls(args) -> int:
 async def _inventory(config: Config):
     import botocore.exceptions
 
-    from s3pvefs import daemon
+    from s3pvefs.bucketaccess import bucket_error, check_bucket, client_error
     from s3pvefs.errors import StoreError
     from s3pvefs.proxmox import inventory
-    from s3pvefs.store.s3 import S3Store, clock_skewed, skew_message
+    from s3pvefs.store.s3 import S3Store
 
     s = config.store
     async with contextlib.AsyncExitStack() as stack:
         try:  # aiobotocore creates the client, and looks for credentials, only here
             store = await stack.enter_async_context(S3Store.open(s))
         except (botocore.exceptions.BotoCoreError, ValueError) as e:
-            raise daemon.client_error(e, config) from None
-        await daemon.check_bucket(store, config)  # the same messages and exit codes as mount
+            raise client_error(e, config) from None
+        await check_bucket(store, config)  # the same messages and exit codes as mount
         try:
             return await inventory.build(store, s.prefix, bucket=s.bucket)
         except StoreError as e:  # the bucket answered HEAD but not LIST or GET
-            where = s.endpoint_url or "AWS S3"
-            if clock_skewed(e):
-                raise MountError(skew_message(e), daemon.EXIT_CLOCK_SKEW) from None
-            if e.code in daemon.AUTH_CODES:
-                raise MountError(f"listing bucket {s.bucket!r} at {where} denied: check the credentials "
-                                 f"and the bucket policy ({e.code})", daemon.EXIT_CREDENTIALS) from None
-            if e.code in daemon.MISSING_CODES:
-                raise MountError(f"bucket {s.bucket!r} does not exist at {where}", daemon.EXIT_NO_BUCKET) from None
-            if e.code == "Network":
-                raise MountError(f"cannot reach {where}: {e}", daemon.EXIT_UNREACHABLE) from None
-            raise MountError(f"listing bucket {s.bucket!r} at {where} failed: {e}", daemon.EXIT_OTHER) from None
+            raise bucket_error(e, config, "listing") from None
 
 
 def cmd_check(args) -> int:

@@ -21,25 +21,16 @@ import pyfuse3
 import trio
 
 from s3pvefs import status
+from s3pvefs.bucketaccess import EXIT_MOUNTPOINT, EXIT_NO_FUSE, check_bucket, client_error
 from s3pvefs.config import Config
-from s3pvefs.errors import ConfigError, MountError, StoreError
+from s3pvefs.errors import ConfigError, MountError
 from s3pvefs.fs.filesystem import Filesystem
 from s3pvefs.fuse.operations import Operations
 from s3pvefs.notify import notify
-from s3pvefs.store.s3 import S3Store, clock_skewed, skew_message
+from s3pvefs.store.s3 import S3Store
 from s3pvefs.write.orphans import abort_stale_uploads
 
 log = logging.getLogger(__name__)
-
-# Exit codes of `s3pvefs mount`, one per cause a user can act on.
-EXIT_OTHER, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_NO_BUCKET, EXIT_UNREACHABLE, EXIT_MOUNTPOINT, EXIT_NO_FUSE = \
-    1, 2, 3, 4, 5, 6, 7
-EXIT_CLOCK_SKEW = 8  # S3 refuses the signature's time: this node's clock is off
-
-AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoCredentials",
-               "InvalidToken", "ExpiredToken"}
-MISSING_CODES = {"404", "NoSuchBucket"}
-
 
 def check_fuse_device(path: str = "/dev/fuse") -> None:
     """/dev/fuse must be a character device this process can open: missing (no fuse
@@ -91,42 +82,6 @@ def prepare_cache_dir(config: Config) -> str:
     except OSError as e:
         raise ConfigError(f"cache_dir {cache}: cannot prepare {staging}: {e.strerror}") from None
     return staging
-
-
-async def check_bucket(store: S3Store, config: Config) -> None:
-    where = config.store.endpoint_url or "AWS S3"
-    try:
-        await store.check_bucket()
-    except StoreError as e:
-        if clock_skewed(e):  # before AUTH_CODES: a skewed request is refused with a 403 too
-            raise MountError(skew_message(e), EXIT_CLOCK_SKEW)
-        if e.code in AUTH_CODES:
-            raise MountError(f"access to bucket {store.bucket!r} at {where} denied: "
-                             f"check the credentials and the bucket policy ({e.code})", EXIT_CREDENTIALS)
-        if e.code in MISSING_CODES:
-            raise MountError(f"bucket {store.bucket!r} does not exist at {where}", EXIT_NO_BUCKET)
-        if e.code == "Network":
-            raise MountError(f"cannot reach {where}: {e}", EXIT_UNREACHABLE)
-        raise MountError(f"bucket {store.bucket!r} at {where}: {e}", EXIT_OTHER)
-
-
-def client_error(e: Exception, config: Config) -> Exception:
-    """A failure to create the S3 client, as a one-line ConfigError or MountError."""
-    s = config.store
-    if isinstance(e, botocore.exceptions.ProfileNotFound):
-        return ConfigError(f"profile {s.profile!r} not found in the AWS config files")
-    if isinstance(e, botocore.exceptions.InvalidRegionError):
-        return ConfigError(f"region {s.region!r}: not a valid region name")
-    if isinstance(e, ValueError):  # an endpoint URL botocore cannot parse
-        return ConfigError(f"endpoint_url {s.endpoint_url!r}: {e}")
-    if isinstance(e, botocore.exceptions.PartialCredentialsError):
-        return MountError(f"incomplete credentials: {e}", EXIT_CREDENTIALS)
-    if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.HTTPClientError)):
-        # HTTPClientError: the chain got as far as the instance metadata service, whose
-        # client cannot run under trio: there were no credentials anywhere else.
-        return MountError("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                          "use ~/.aws/credentials, or --profile", EXIT_CREDENTIALS)
-    return MountError(f"cannot create the S3 client: {e.__class__.__name__}: {e}", EXIT_OTHER)
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -208,7 +163,7 @@ async def _watch_signals(fs: Filesystem) -> None:
                         handler.close()  # reopened at the next message
                 log.info("SIGHUP: log file reopened")
                 continue
-            pending = sum(1 for inode in fs.table.with_local() if inode.local.dirty)
+            pending = len(fs.pending_files())
             log.info("signal %d: unmounting, %d files still to commit", signum, pending)
             # systemd waits (TimeoutStopSec) while the uploads drain.
             notify("STOPPING=1", f"STATUS=unmounting: committing {pending} files still open")

@@ -58,6 +58,17 @@ class NotSupported(FsError):
     errno = errno.ENOTSUP
 
 
+class Stale(FsError):
+    """An open file's name now holds another file's object, or nothing (it was replaced
+    by a rename or unlinked and written again): its handles never read or change the
+    other file's bytes."""
+
+    errno = errno.ESTALE
+
+    def __init__(self, message: str = "file was replaced or removed while open"):
+        super().__init__(message)
+
+
 class StoreError(FsError):
     """The object store failed (network, server error, access denied). Always EIO
     to the caller; the message says what happened for the log."""
@@ -92,6 +103,12 @@ def single_error():
 
 class ConfigError(Exception):
     """A user mistake in configuration or command line: printed as one line, no traceback."""
+
+
+# Exit codes of the commands, one per cause a user can act on (README); MountError carries one.
+EXIT_OTHER, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_NO_BUCKET, EXIT_UNREACHABLE, EXIT_MOUNTPOINT, EXIT_NO_FUSE = \
+    1, 2, 3, 4, 5, 6, 7
+EXIT_CLOCK_SKEW = 8  # S3 refuses the signature's time: this node's clock is off
 
 
 class MountError(Exception):

@@ -20,22 +20,8 @@ SCHEMA = "s3pvefs-status/1"
 
 
 def snapshot(fs, store) -> dict:
-    files = []
-    for inode in fs.table.with_local():
-        local = inode.local
-        if not local.dirty and local.stream is None:
-            continue
-        entry = {"path": fs.path(inode) if inode.attached else None, "open_handles": inode.open_handles}
-        if local.stream is not None:
-            entry.update(kind="streamed", **local.stream.progress())
-        elif local.staged is not None:
-            entry.update(kind="cached", written=local.stat.size, sent=0, stored=0, parts_in_flight=0,
-                         dirty=local.staged.dirty_bytes, local=local.staged.local_bytes,
-                         commit_in=(None if local.commit_due is None
-                                    else round(max(0.0, local.commit_due - trio.current_time()), 1)))
-        else:
-            entry.update(kind="attributes", written=0, sent=0, stored=0, parts_in_flight=0)
-        files.append(entry)
+    files = [{"path": path, "open_handles": handles, **progress}
+             for path, handles, progress in fs.pending_files()]
     return {
         "schema": SCHEMA,
         "time": time.time(),

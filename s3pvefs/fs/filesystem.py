@@ -3,12 +3,14 @@
 Plain values in and out (Inode, Stat, bytes); errors are s3pvefs.errors exceptions.
 No pyfuse3 here, so it is tested against the in-memory store without a kernel.
 
-Rules kept here (SEMANTICS.md says them for users):
-- close commits: flush uploads a file's pending data and attributes; its errors
-  are the caller's.
-- A directory shadows a file of the same name.
-- An open file that is unlinked stays readable: its data is local, or its object
-  is hidden from listings and deleted when the last handle closes.
+It composes its parts and keeps none of their rules: what a name is comes from the
+namespace (namespace/resolver.py: caches, listings, hidden objects), where a file's
+pending bytes are and how they are committed from its FileData (filedata.py), renames
+from renames.py. Rules kept here (SEMANTICS.md says them for users):
+- close commits: flush commits a file's pending data and attributes; its errors are
+  the caller's.
+- An open file that is unlinked stays readable: its data is local, or its object is
+  hidden from listings and deleted when the last handle closes.
 """
 
 from __future__ import annotations
@@ -24,30 +26,27 @@ from typing import Iterator
 import trio
 
 from s3pvefs.config import Config
-from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound,
-                            ReadOnly, StoreError, single_error)
-from s3pvefs.fs.cached import CachedFiles
-from s3pvefs.fs.handles import DirHandle, FileHandle, LocalFile
-from s3pvefs.fs.renames import Renames
-from s3pvefs.fs.streamed import StreamedFiles
+from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound, ReadOnly,
+                            Stale, StoreError)
+from s3pvefs.fs.filedata import FileContext, FileData
+from s3pvefs.fs.handles import DirHandle, FileHandle
+from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE, move_object, move_tree
 from s3pvefs.fs.usage import UsageMeter
-from s3pvefs.namespace.freshness import Freshness
-from s3pvefs.namespace.headers import HeaderReader
+from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
-from s3pvefs.namespace.keys import (DIR_CONTENT_TYPE, FOLDER_SUFFIX, KeyMapper, check_name, join_path,
-                                    listable_name)
-from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
-from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, encode_metadata,
-                                    implicit_dir, new_stat, now_ns)
+from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper, check_name, join_path
+from s3pvefs.namespace.metacache import Listing, MetaCache
+from s3pvefs.namespace.resolver import Resolver
+from s3pvefs.namespace.stat import DIR, FILE, SYMLINK, Defaults, Stat, encode_metadata, implicit_dir, new_stat, now_ns
 from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.cachespace import CacheSpace
-from s3pvefs.write.sparse import SparseFile
-from s3pvefs.write.uploader import copy_object
+from s3pvefs.write.recovery import Recovered, lock_cache, recover
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Filesystem", "FsStat", "RENAME_EXCHANGE", "RENAME_NOREPLACE"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,7 @@ class FsStat:
     name_max: int = 255
 
 
-class Filesystem(StreamedFiles, CachedFiles, Renames):
-    """Resolution, attributes, directories and the file operations; how a file's data
-    travels is in the mixins: streamed.py (sequential writes, straight to S3),
-    cached.py (files changed in place), renames.py."""
-
+class Filesystem:
     def __init__(self, store: ObjectStore, config: Config, nursery: trio.Nursery,
                  clock=time.monotonic):
         self.store = store
@@ -77,19 +72,19 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         self._nursery = nursery
         self._handles: dict[int, FileHandle | DirHandle] = {}
         self._next_fh = 1
-        self._hidden: dict[str, str] = {}  # key -> etag of unlinked objects still open
-        self._hidden_inodes: dict[str, Inode] = {}  # key -> the unlinked inode hidden there
-        self._staging_dir = os.path.join(config.resolved_cache_dir(), "staging", config.mount_id())
+        self.hidden = HiddenObjects()
+        self.resolver = Resolver(store, self.keys, self.cache, self.defaults, self.hidden, nursery, config.cache)
+        # "staging" on disk: where earlier versions left what the next mount recovers
+        self.writeback_dir = os.path.join(config.resolved_cache_dir(), "staging", config.mount_id())
         self._recovered_dir = os.path.join(config.resolved_cache_dir(), "recovered")
-        self.space = CacheSpace(config.cache.disk_budget, self._write_back)
-        self._sparse_owner: dict[SparseFile, Inode] = {}
         self._cache_lock: int | None = None
-        self.fresh = Freshness(self._fetch_stat, self.cache, nursery, config.cache.stale_answer_after)
-        self.headers = HeaderReader(store, self.keys, self.cache, self.defaults, nursery,
-                                    hidden=lambda key, etag: self._hidden.get(key) == etag)
-        self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
+        self.space = CacheSpace(config.cache.disk_budget)
         self.budget = MemoryBudget(config.write.memory_budget)
         self.read_budget = MemoryBudget(config.read.readahead_budget)
+        self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
+        self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it
+        self._ctx = FileContext(store, config, nursery, self.budget, self.space, self.writeback_dir,
+                                self.hidden, self._committed)
 
     # ------------------------------------------------------------------ helpers
     def _inode(self, ino: int) -> Inode:
@@ -105,8 +100,15 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
     def path(self, inode: Inode) -> str:
         return self.table.path(inode)
 
-    def key(self, inode: Inode) -> str:
-        return inode.frozen_key or self.keys.key(self.path(inode))
+    def _object_key(self, inode: Inode) -> str:
+        """Where the inode's object is (its name's key, or hidden after an unlink); Stale
+        once its name holds another file's object, or nothing."""
+        data = self.files.get(inode.ino)
+        if data is not None:
+            return data.object_key()
+        if not inode.attached:
+            raise Stale()
+        return self.keys.key(self.path(inode))
 
     def _new_handle(self, h: FileHandle | DirHandle) -> int:
         fh = self._next_fh
@@ -120,69 +122,6 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
             raise BadHandle(f"no open handle {fh}")
         return h
 
-    # ------------------------------------------------------------------ resolution
-    async def _fetch_stat(self, path: str) -> Stat | None:
-        """Ask S3 what path is. A name the parent's fresh listing shows needs only its
-        headers (namespace/headers.py: one HEAD, read ahead with its neighbours);
-        otherwise HEAD of the file key, HEAD of the directory marker and a one-key
-        LIST of the directory prefix, in parallel (one round trip)."""
-        listing = self.cache.listings.get(parent_of(path))
-        listed = listing.entries.get(path.rpartition("/")[2]) if listing is not None else None
-        if listed is not None and not listed.complete:
-            s = await self.headers.read(path, listed)
-            if s is not None:
-                return s
-        key, prefix = self.keys.key(path), self.keys.dir_prefix(path)
-        found: dict[str, object] = {}
-
-        async def head_file():
-            found["file"] = await self.store.head(key)
-
-        async def head_marker():
-            found["marker"] = await self.store.head(prefix)
-
-        async def list_prefix():
-            found["list"] = await self.store.list_page(prefix, "/", None, 2)
-
-        with single_error():
-            async with trio.open_nursery() as n:
-                n.start_soon(head_file)
-                n.start_soon(head_marker)
-                n.start_soon(list_prefix)
-        page, marker, info = found["list"], found["marker"], found["file"]
-        children = [o for o in page.objects if o.key != prefix and self._hidden.get(o.key) != o.etag]
-        busy = bool(children or page.prefixes)
-        if marker is None and self._hidden_under(prefix):  # maybe only unlinked files still open
-            busy = await self._has_visible(prefix, marker=False)
-        if marker is not None or busy:
-            s = decode(marker, DIR, self.defaults) if marker else implicit_dir(self.defaults, now_ns())
-        elif info is not None and self._hidden.get(key) != info.etag:
-            s = decode(info, FILE, self.defaults)
-        else:
-            self.cache.put_negative(path)
-            return None
-        self.cache.put_stat(path, s)
-        return s
-
-    async def _resolve(self, parent: Inode, name: str) -> Stat | None:
-        child = self.table.child(parent.ino, name)
-        if child is not None and child.local is not None:
-            return child.local.stat
-        parent_path = self.path(parent)
-        path = join_path(parent_path, name)
-        cached = self.cache.lookup(path)
-        if cached is None and path not in self.cache.last_known and self.cache.worth_relisting(parent_path):
-            # The names answer for those not there (cp -r asks before each create); one
-            # that is there still gets its headers read (mode, times: a hookscript's x bit).
-            listing = await self._fetch_listing(parent_path)
-            self.cache.put_names(parent_path, set(listing.entries))
-            cached = self.cache.lookup(path)
-        if cached is False:
-            return None
-        if cached is not None:
-            return cached
-        return await self.fresh.stat(path)
-
     def _dir(self, ino: int) -> Inode:
         inode = self._inode(ino)
         if inode.kind != DIR:
@@ -190,23 +129,70 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         return inode
 
     async def _child(self, parent_ino: int, raw: bytes) -> tuple[Inode, str, Stat | None]:
+        """The named child of a directory and what it is (maybe only as a listing says)."""
         parent = self._dir(parent_ino)
         name = check_name(raw)
-        self.keys.key(join_path(self.path(parent), name))  # ENAMETOOLONG before any request
-        return parent, name, await self._resolve(parent, name)
+        path = join_path(self.path(parent), name)
+        self.keys.key(path)  # ENAMETOOLONG before any request
+        child = self.table.child(parent.ino, name)
+        data = self.files.get(child.ino) if child is not None else None
+        if data is not None:
+            return parent, name, data.stat
+        return parent, name, await self.resolver.resolve(self.path(parent), name)
 
     def _remember(self, parent: Inode, name: str, s: Stat) -> Inode:
         inode = self.table.attach(parent.ino, name, s.kind)
         inode.lookups += 1
         return inode
 
+    def _detach(self, inode: Inode) -> None:
+        """The inode's name is gone (unlinked, replaced, or the name is another kind now)."""
+        data = self.files.get(inode.ino)
+        if data is not None:
+            data.detach()
+        self.table.detach(inode)
+
+    # ------------------------------------------------------------------ file data
+    def _data(self, inode: Inode, s: Stat) -> FileData:
+        """What this mount holds of the file, made from its attributes as its headers say."""
+        data = self.files.get(inode.ino)
+        if data is None:
+            path = self.path(inode)
+            data = FileData(self._ctx, self.keys.key(path), path, s, s.size)
+            self.files[inode.ino] = data
+            inode.pinned = True
+        return data
+
+    def _drop_data(self, inode: Inode) -> None:
+        """Nothing is open any more: what was held goes (after its last commit)."""
+        data = self.files.get(inode.ino)
+        if data is not None and inode.open_handles == 0:
+            data.close()
+            del self.files[inode.ino]
+            inode.pinned = False
+            self.table.drop_if_unused(inode)
+
+    def _committed(self, path: str, s: Stat) -> None:
+        """A file's commit reached S3: the metadata cache says what is there now."""
+        self.cache.invalidate(path)
+        self.cache.put_stat(path, s)
+
+    def pending_files(self) -> list[tuple[str | None, int, dict]]:
+        """(path, open handles, progress) of every file with something not committed."""
+        out = []
+        for ino, data in self.files.items():
+            progress = data.progress()
+            if progress is not None:
+                inode = self.table.get(ino)
+                out.append((data.path, inode.open_handles if inode is not None else 0, progress))
+        return out
+
     # ------------------------------------------------------------------ attributes
     async def lookup(self, parent_ino: int, raw: bytes) -> tuple[Inode, Stat]:
         """The name's attributes as its headers say (the kernel checks access against
         them): a listing's answer is completed first."""
         parent, name, s = await self._child(parent_ino, raw)
-        if s is not None and not s.complete:
-            s = await self.fresh.stat(join_path(self.path(parent), name))
+        s = await self.resolver.complete(join_path(self.path(parent), name), s)
         if s is None:
             raise NotFound(name)
         return self._remember(parent, name, s), s
@@ -218,18 +204,19 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         if ino == ROOT_INO:
             return self.root_stat
         inode = self._inode(ino)
-        if inode.local is not None:
-            return inode.local.stat
+        data = self.files.get(ino)
+        if data is not None:
+            return data.stat
         if not inode.attached:
             if inode.open_handles:  # replaced by a rename while open: as read() says
-                raise FsError("file was replaced or removed while open", err=errno.ESTALE)
+                raise Stale()
             raise NotFound("unlinked")
         path = self.path(inode)
         s = self.cache.lookup(path)
         if not isinstance(s, Stat) or (not s.complete and (complete or s.kind != inode.kind)):
-            s = await self.fresh.stat(path)
+            s = await self.resolver.stat(path)
         if s is None or s.kind != inode.kind:
-            self.table.detach(inode)
+            self._detach(inode)
             raise NotFound(path)
         return s
 
@@ -262,78 +249,29 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
             await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(new), DIR_CONTENT_TYPE)
             self.cache.put_stat(path, new)
             return new
-        local = self._local(inode, s)
+        data = self._data(inode, s)
         if size is not None:
-            await self._truncate(inode, size)
+            await data.truncate(size)
             changes.update(size=size, mtime_ns=mtime_ns or t)
-        if local.stream is not None and (atime_ns is not None or mtime_ns is not None):
-            local.stream.explicit_times = True
-        local.touch(local.stat.with_(**changes))
+        if data.stream is not None and (atime_ns is not None or mtime_ns is not None):
+            data.stream.explicit_times = True
+        data.touch(data.stat.with_(**changes))
         if inode.open_handles == 0:  # nobody will close it: commit now
             try:
-                await self._commit(inode)
+                await data.commit()
             finally:
-                self._drop_local(inode)
-        return local.stat
+                self._drop_data(inode)
+        return data.stat
 
     # ------------------------------------------------------------------ directories
-    async def _list_dir(self, path: str) -> Listing:
-        listing = self.cache.listings.get(path)
-        if listing is None:
-            listing = await self._fetch_listing(path)
-            self.cache.put_listing(path, listing)
-        return listing
-
-    async def _fetch_listing(self, path: str) -> Listing:
-        """A full paginated LIST of the directory at path."""
-        prefix = self.keys.dir_prefix(path)
-        files: dict[str, Stat] = {}
-        dirs: dict[str, Stat] = {}
-        t = now_ns()
-        token = None
-        while True:
-            page = await self.store.list_page(prefix, "/", token)
-            for p in page.prefixes:
-                name = p[len(prefix):-1]
-                if self._hidden_under(p) and not await self._has_visible(p, marker=True):
-                    continue  # only unlinked files still open are left there
-                if listable_name(name):
-                    dirs.setdefault(name, implicit_dir(self.defaults, t).with_(complete=False))
-            for o in page.objects:
-                rest = o.key[len(prefix):]
-                if not rest or self._hidden.get(o.key) == o.etag:
-                    continue
-                if rest.endswith(FOLDER_SUFFIX):
-                    name = rest[: -len(FOLDER_SUFFIX)]
-                    if listable_name(name):
-                        dirs.setdefault(name, implicit_dir(self.defaults, t).with_(complete=False))
-                elif listable_name(rest):
-                    files[rest] = decode(o, FILE, self.defaults)
-            token = page.next_token
-            if not token:
-                break
-        return Listing({**files, **dirs})  # a directory shadows a file of the same name
-
     async def opendir(self, ino: int) -> int:
         inode = self._dir(ino)
-        path = self.path(inode)
-        entries = dict((await self._list_dir(path)).entries)
-        self._merge_known(path, entries)
-        unread = [name for name, s in entries.items() if not s.complete]
-        if unread and (self.cfg.cache.listing_heads or len(unread) <= self.cfg.cache.listing_heads_below):
-            await self.headers.read_all(path, unread)  # the listing shows real modes and times
-            self._merge_known(path, entries)
+        entries = await self.resolver.entries(self.path(inode))
         for child in self.table.children(ino):
-            if child.local is not None:  # created here, not committed yet
-                entries[child.name] = child.local.stat
+            data = self.files.get(child.ino)
+            if data is not None and data.attached:  # created or changed here, not committed yet
+                entries[child.name] = data.stat
         return self._new_handle(DirHandle(inode, sorted(entries.items())))
-
-    def _merge_known(self, path: str, entries: dict[str, Stat]) -> None:
-        """Listed entries whose headers were read (a HEAD knows more than a LIST)."""
-        for name, s in entries.items():
-            known = self.cache.stats.get(join_path(path, name))
-            if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
-                entries[name] = known  # a LIST cannot tell a symlink from a file
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Inode, Stat]]:
         """(next offset, name, inode, attributes) from offset start. The caller counts
@@ -367,33 +305,11 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         return self._remember(parent, name, s), s
 
     async def _dir_is_empty(self, inode: Inode, path: str) -> bool:
-        if any(c.local is not None and c.attached for c in self.table.children(inode.ino)):
-            return False
-        prefix = self.keys.dir_prefix(path)
-        if self._hidden_under(prefix):
-            return not await self._has_visible(prefix, marker=False)
-        page = await self.store.list_page(prefix, "/", None, 3)
-        others = [o for o in page.objects
-                  if o.key != prefix and self._hidden.get(o.key) != o.etag]
-        return not others and not page.prefixes
-
-    def _hidden_under(self, prefix: str) -> bool:
-        return any(k.startswith(prefix) for k in self._hidden)
-
-    async def _has_visible(self, prefix: str, *, marker: bool) -> bool:
-        """Whether any object under prefix is not a hidden one (an unlinked file still
-        open); the prefix's own marker counts if ``marker``. A full LIST, so only
-        for prefixes that hold hidden keys: a delimited LIST shows such a prefix
-        even when nothing else is left in it."""
-        token = None
-        while True:
-            page = await self.store.list_page(prefix, None, token)
-            if any((marker or o.key != prefix) and self._hidden.get(o.key) != o.etag
-                   for o in page.objects):
-                return True
-            token = page.next_token
-            if not token:
+        for child in self.table.children(inode.ino):
+            data = self.files.get(child.ino)
+            if data is not None and data.attached:  # a file created here, not committed yet
                 return False
+        return await self.resolver.is_empty(path)
 
     async def rmdir(self, parent_ino: int, raw: bytes) -> None:
         self._writable()
@@ -412,92 +328,6 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         self.table.detach(inode)
 
     # ------------------------------------------------------------------ files
-    def _local(self, inode: Inode, s: Stat) -> LocalFile:
-        """The file's local state, made from its attributes as read from its headers
-        (a commit writes them back: a listing's defaults must never get there)."""
-        if inode.local is None:
-            if not s.complete:
-                raise FsError(f"attributes of {self.path(inode)} not read", err=errno.EIO)
-            inode.local = LocalFile(stat=s, remote_size=s.size)
-        return inode.local
-
-    async def _truncate(self, inode: Inode, size: int) -> None:
-        local = inode.local
-        if local.stream is not None:
-            if size == 0:
-                local.stream.reset()
-                return
-            if local.stream.truncate(size):
-                return
-            await self._unstream(inode)
-        await self._load(inode)
-        async with local.lock:  # not in the middle of a commit reading it
-            local.staged.truncate(size)
-
-    async def _load(self, inode: Inode) -> LocalFile:
-        """Make the file's whole contents local (staged) before a change to its data."""
-        local = inode.local
-        if local.stream is not None:
-            await self._unstream(inode)
-        if local.staged is not None:
-            return local
-        async with local.lock:
-            if local.staged is not None:
-                return local
-            if local.remote_size and not inode.attached and inode.frozen_key not in self._hidden:
-                # As in read(): its key holds another file's object now, or nothing.
-                raise FsError("file was replaced or removed while open", err=errno.ESTALE)
-            etag = None
-            if local.remote_size is not None:
-                etag = local.stat.etag
-                if etag is None:
-                    info = await self.store.head(self.key(inode))
-                    if info is None or info.size != local.remote_size:
-                        raise FsError("file was replaced or removed while open", err=errno.ESTALE)
-                    etag = info.etag
-            local.staged = self._new_sparse(inode, local.remote_size, etag,
-                                            local.stat.size if local.remote_size is not None else 0)
-        return local
-
-    def _drop_local(self, inode: Inode) -> None:
-        if inode.local is not None and inode.open_handles == 0:
-            if inode.local.staged is not None:
-                self._drop_sparse(inode.local.staged)
-                inode.local.staged = None
-            inode.local.close()
-            inode.local = None
-            self.table.drop_if_unused(inode)
-
-    async def _commit(self, inode: Inode) -> None:
-        """Upload what is pending for inode (data, or attributes only). Raises on failure;
-        the data stays staged and dirty so a later flush can try again."""
-        local = inode.local
-        if local is None or not local.dirty or not inode.attached:
-            return
-        async with local.lock:
-            if not local.dirty or not inode.attached:
-                return
-            generation = local.generation
-            path = self.path(inode)
-            key = self.keys.key(path)
-            meta = encode_metadata(local.stat)
-            if local.stream is not None and not local.stream.clean():
-                await local.stream.commit(meta)
-            elif local.staged is not None:
-                await self._commit_sparse(inode, key, meta)
-            elif local.remote_size is not None:  # attributes only: rewrite metadata in place
-                await copy_object(self.store, key, key, local.remote_size, meta, self.cfg.write)
-            else:
-                await self.store.put(key, b"", meta)
-            self._unhide(key)
-            local.remote_size = local.stat.size
-            local.stat = local.stat.with_(etag=None)  # the new object's ETag is not known here
-            if local.generation == generation:
-                local.dirty = False
-                local.cancel_timer()  # nothing left for a commit an fsync put off
-            self.cache.invalidate(path)
-            self.cache.put_stat(path, local.stat.with_(etag=None))
-
     async def create(self, parent_ino: int, raw: bytes, mode: int, flags: int,
                      uid: int, gid: int) -> tuple[int, Inode, Stat]:
         self._writable()
@@ -509,12 +339,12 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
             return await self.open(inode.ino, flags), inode, await self.getattr(inode.ino, complete=True)
         s = new_stat(FILE, mode, uid, gid)
         inode = self.table.attach(parent.ino, name, FILE)
-        local = LocalFile(stat=s, remote_size=None, dirty=True)
-        inode.local = local
-        local.stream = self._new_stream(inode)
-        local.stream.reset()  # the first commit writes the object, even an empty one
-        inode.lookups += 1
         path = join_path(self.path(parent), name)
+        data = FileData(self._ctx, self.keys.key(path), path, s, None)
+        self.files[inode.ino] = data
+        inode.pinned = True
+        data.start_new()
+        inode.lookups += 1
         self.cache.invalidate(path)
         inode.open_handles += 1
         return self._new_handle(FileHandle(inode, writable=True)), inode, s
@@ -530,20 +360,7 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         inode.open_handles += 1
         try:
             if flags & os.O_TRUNC and writable and s.size:
-                local = self._local(inode, s)
-                if local.staged is not None:
-                    async with local.lock:
-                        local.staged.truncate(0)
-                elif inode.attached:
-                    if local.stream is None:
-                        local.stream = self._new_stream(inode)
-                    local.stream.reset()
-                else:
-                    await self._load(inode)
-                    async with local.lock:
-                        local.staged.truncate(0)
-                t = now_ns()
-                local.touch(local.stat.with_(size=0, mtime_ns=t, ctime_ns=t))
+                await self._data(inode, s).empty()
         except BaseException:
             self.table.release_handle(inode)
             raise
@@ -552,38 +369,23 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         h = self._handle(fh)
         inode = h.inode
-        local = inode.local
-        if local is not None and local.stream is not None:
-            data = await self._read_streamed(inode, local.stream, offset,
-                                             min(size, max(0, local.stat.size - offset)))
-            if data is not None:
-                return data
-            await self._unstream(inode)  # bytes in parts of an upload: commit, then read the object
-        if h.writable and size < self.cfg.cache.fill_size and inode.attached and (local is None or (
-                local.stream is None and local.staged is None)):
-            # A small read through a handle open for writing (a VM disk, QEMU opens them
-            # O_RDWR): the cache fetches fill_size around it and keeps it for the next ones.
-            local = self._local(inode, await self.getattr(inode.ino, complete=True))
-            await self._load(inode)
-        if local is not None and local.staged is not None:
-            sparse = local.staged
-            end = min(offset + size, sparse.size)
-            if not (end - offset >= self.cfg.cache.fill_size and sparse.untouched(offset, end)):
-                return await sparse.read(offset, size, self._base_fetcher(inode, sparse))
-            # a long read of bytes only the base has: from S3 with read-ahead, not cached
-        if not inode.attached and (inode.frozen_key is None or inode.frozen_key not in self._hidden):
-            # Its name is gone (unlinked, replaced by a rename) and its key holds another
-            # file's object now, or nothing: an error, never another file's bytes.
-            raise FsError("file was replaced or removed while open", err=errno.ESTALE)
-        if local is not None:  # written through this mount: the object's part still valid
-            readable = local.staged.base_end if local.staged is not None else local.stat.size
+        data = self.files.get(inode.ino)
+        if data is None and h.writable and size < self.cfg.cache.fill_size and inode.attached:
+            data = self._data(inode, await self.getattr(inode.ino, complete=True))  # it may start a cache
+        if data is not None:
+            got = await data.read(offset, size, h.writable)
+            if got is not None:
+                return got
+            self._object_key(inode)  # an error, never another file's bytes
+            readable = data.readable_size()  # written through this mount: the object's part still valid
         else:
+            self._object_key(inode)
             readable = (await self.getattr(inode.ino)).size
         if h.prefetcher is not None and h.prefetcher.size != readable:
             h.prefetcher.close()
             h.prefetcher = None
         if h.prefetcher is None:
-            h.prefetcher = Prefetcher(self.store, lambda: self.key(inode), readable, self.cfg.read,
+            h.prefetcher = Prefetcher(self.store, lambda: self._object_key(inode), readable, self.cfg.read,
                                       self._nursery, self.read_budget)
         return await h.prefetcher.read(offset, size)
 
@@ -592,48 +394,32 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         if not h.writable:
             raise BadHandle("not open for writing")
         inode = h.inode
-        local = self._local(inode, inode.local.stat if inode.local
-                            else await self.getattr(inode.ino, complete=True))
-        n = len(data)
-        stream = self._stream_for_write(inode, offset)
-        if stream is not None:
-            async with local.lock:
-                taken = local.stream is stream and await stream.write(offset, data)
-            if not taken:
-                await self._load(inode)  # not sequential: the staging path takes over
-        if local.stream is None:
-            await self._load(inode)
-            n = await self._sparse_write(inode, local.staged, offset, data)
-        t = now_ns()
-        local.touch(local.stat.with_(size=max(local.stat.size, offset + n), mtime_ns=t, ctime_ns=t))
-        return n
+        held = self.files.get(inode.ino)
+        if held is None:
+            held = self._data(inode, await self.getattr(inode.ino, complete=True))
+        return await held.write(offset, data)
 
     async def flush(self, fh: int) -> None:
         h = self._handle(fh)
+        data = self.files.get(h.inode.ino)
+        if data is None:
+            return
         try:
-            await self._commit(h.inode)
+            await data.commit()
         except StoreError as e:
-            log.error("commit of %s failed: %s", self.path(h.inode), e)
+            log.error("commit of %s failed: %s", data.path, e)
             raise
 
     async def fsync(self, fh: int) -> None:
-        """A streamed file: until every part sent so far is stored (the object itself
-        appears at close). A cached file: its data and journal made durable on local
-        disk, and a commit due sync_interval from now (close commits sooner).
-        Otherwise, or with sync_interval 0: commit, as close does."""
-        inode = self._handle(fh).inode
-        local = inode.local
-        if local is not None and local.stream is not None:
-            await local.stream.wait_sent()
+        h = self._handle(fh)
+        data = self.files.get(h.inode.ino)
+        if data is None:
             return
-        interval = self.cfg.cache.sync_interval
-        if interval and local is not None and local.staged is not None and local.dirty and inode.attached:
-            async with local.lock:
-                if local.staged is not None:
-                    await self._sync_locally(local)
-            self._put_off_commit(inode, interval)
-            return
-        await self.flush(fh)
+        try:
+            await data.fsync()
+        except StoreError as e:
+            log.error("commit of %s failed: %s", data.path, e)
+            raise
 
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
@@ -642,47 +428,34 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         if h.prefetcher is not None:
             h.prefetcher.close()
         inode = h.inode
+        data = self.files.get(inode.ino)
         try:
-            if inode.open_handles == 1:
-                if inode.local is not None and inode.local.dirty and inode.attached:
+            if inode.open_handles == 1 and data is not None:
+                if data.dirty and data.attached:
                     try:  # close() already flushed; this catches writes through mmap and the like
-                        await self._commit(inode)
+                        await data.commit()
                     except FsError as e:
-                        await self._give_up_commit(inode, e)
-                if inode.frozen_key is not None:
-                    await self._delete_hidden(inode.frozen_key)
+                        await data.give_up(e)
+                etag = self.hidden.take(data.key, data)
+                if etag is not None:  # unlinked while open: its object goes now
+                    info = await self.store.head(data.key)
+                    if info is not None and info.etag == etag:  # not replaced meanwhile
+                        await self.store.delete(data.key)
         finally:  # whatever failed above, the handle is gone
             inode.open_handles -= 1
-            self._drop_local(inode)
+            self._drop_data(inode)
             self.table.drop_if_unused(inode)
 
     async def commit_all(self) -> None:
         """Commit every file with pending changes (shutdown with files still open), so
         what was written is not dropped silently; each failure is logged by name."""
-        for inode in self.table.with_local():
-            if inode.local.dirty and inode.attached:
+        for data in list(self.files.values()):
+            if data.dirty and data.attached:
                 try:
-                    await self._commit(inode)
-                    log.warning("committed %s, which was still open at shutdown", self.path(inode))
+                    await data.commit()
+                    log.warning("committed %s, which was still open at shutdown", data.path)
                 except FsError as e:
-                    log.error("could not commit %s at shutdown: %s", self.path(inode), e)
-
-    def _unhide(self, key: str) -> None:
-        """Another object was written at key: the unlinked open file hidden there lost
-        its data (its handles get ESTALE) and its last close deletes nothing."""
-        self._hidden.pop(key, None)
-        inode = self._hidden_inodes.pop(key, None)
-        if inode is not None:
-            inode.frozen_key = None
-
-    async def _delete_hidden(self, key: str) -> None:
-        self._hidden_inodes.pop(key, None)
-        etag = self._hidden.pop(key, None)
-        if etag is None:
-            return
-        info = await self.store.head(key)
-        if info is not None and info.etag == etag:  # not replaced meanwhile
-            await self.store.delete(key)
+                    log.error("could not commit %s at shutdown: %s", data.path, e)
 
     async def unlink(self, parent_ino: int, raw: bytes) -> None:
         self._writable()
@@ -694,14 +467,12 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         path = join_path(self.path(parent), name)
         key = self.keys.key(path)
         inode = self.table.child(parent.ino, name)
-        local = inode.local if inode is not None else None
-        if local is not None and local.stream is not None:
-            # Still being written: what was never sent goes to a staging file; what
-            # was sent is committed, and that object is then hidden like any other.
-            await self._unstream(inode)
-        remote = local.remote_size is not None if local is not None else True
-        if local is not None and local.staged is not None:
-            local.staged.forget_key()  # its cached data is no file's any more: never recovered
+        data = self.files.get(inode.ino) if inode is not None else None
+        if data is not None:
+            # Still being written: what was never sent goes to its cache; what was
+            # sent is committed, and that object is then hidden like any other.
+            await data.leave_stream()
+        remote = data.remote_size is not None if data is not None else True
         if inode is not None and inode.open_handles and remote:
             # Still open and (some of) its data is only in S3: hide the object, delete it
             # at last close.
@@ -709,19 +480,17 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
             if not inode.open_handles:  # its last handle closed during the HEAD (a close
                 await self.store.delete(key)  # returns before its release): nobody left to wait for
             elif etag:
-                self._hidden[key] = etag
-                self._hidden_inodes[key] = inode
-                inode.frozen_key = key
-                if inode.local is None:  # keeps fstat() answering after the name is gone
-                    inode.local = LocalFile(stat=s, remote_size=s.size)
+                if data is None:  # keeps fstat() answering after the name is gone
+                    data = self._data(inode, await self.resolver.complete(path, s) or s)
+                data.hide(etag)
         elif remote:
             await self.store.delete(key)
-        if local is not None and inode.frozen_key is None:  # a hidden object is still there
-            local.remote_size = None
+        if data is not None and not self.hidden.holds(key, data):
+            data.remote_size = None  # no object of its own any more
         self.cache.invalidate(path)
         self.cache.put_negative(path)
         if inode is not None:
-            self.table.detach(inode)
+            self._detach(inode)
 
     async def symlink(self, parent_ino: int, raw: bytes, target: bytes, uid: int, gid: int) -> tuple[Inode, Stat]:
         self._writable()
@@ -731,7 +500,7 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         path = join_path(self.path(parent), name)
         s = new_stat(SYMLINK, 0o777, uid, gid, size=len(target))
         await self.store.put(self.keys.key(path), target, encode_metadata(s))
-        self._unhide(self.keys.key(path))
+        self.hidden.unhide(self.keys.key(path))
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
         return self._remember(parent, name, s), s
@@ -741,9 +510,78 @@ class Filesystem(StreamedFiles, CachedFiles, Renames):
         s = await self.getattr(ino)
         if s.kind != SYMLINK:
             raise FsError("not a symlink", err=errno.EINVAL)
-        return await self.store.get_range(self.key(inode), 0, s.size)
+        return await self.store.get_range(self._object_key(inode), 0, s.size)
+
+    # ------------------------------------------------------------------ renames
+    async def rename(self, old_parent: int, old_raw: bytes, new_parent: int, new_raw: bytes,
+                     flags: int = 0) -> None:
+        """A file is copied server-side to its new key and the old one deleted (what this
+        mount holds of it follows); a directory moves every object under its prefix.
+        Not atomic; nothing is deleted before its copy exists."""
+        self._writable()
+        if flags & RENAME_EXCHANGE:
+            raise FsError("RENAME_EXCHANGE is not supported on S3", err=errno.ENOTSUP)
+        src_parent, src_name, src = await self._child(old_parent, old_raw)
+        dst_parent, dst_name, dst = await self._child(new_parent, new_raw)
+        if src is None:
+            raise NotFound(src_name)
+        src_inode = self.table.attach(src_parent.ino, src_name, src.kind)
+        if dst_parent.ino == src_parent.ino and dst_name == src_name:
+            return
+        if dst is not None and flags & RENAME_NOREPLACE:
+            raise Exists(dst_name)
+        src_path = join_path(self.path(src_parent), src_name)
+        dst_path = join_path(self.path(dst_parent), dst_name)
+        if src.kind == DIR:
+            if self.table.is_ancestor(src_inode, dst_parent):
+                raise FsError("cannot move a directory into itself", err=errno.EINVAL)
+            if dst is not None:
+                if dst.kind != DIR:
+                    raise NotADir(dst_name)
+                dst_inode = self.table.attach(dst_parent.ino, dst_name, DIR)
+                if not await self._dir_is_empty(dst_inode, dst_path):
+                    raise NotEmpty(dst_name)
+                await self.store.delete(self.keys.dir_prefix(dst_path))
+            await move_tree(self.resolver, src_path, dst_path, self.cfg.write)
+            for data in self.files.values():  # files open below it follow (their objects moved)
+                if data.path is not None and data.path.startswith(src_path + "/"):
+                    path = dst_path + data.path[len(src_path):]
+                    data.rekey(self.keys.key(path), path)
+            self.cache.invalidate_tree(src_path)
+            self.cache.invalidate_tree(dst_path)
+        else:
+            if dst is not None and dst.kind == DIR:
+                raise IsADir(dst_name)
+            replaced = self.table.child(dst_parent.ino, dst_name) if dst is not None else None
+            replaced_data = self.files.get(replaced.ino) if replaced is not None else None
+            if replaced_data is not None and replaced_data.stream is not None:
+                # Its upload is at the key the source lands on: it can never be committed.
+                replaced_data.stream.fail(Stale("file was replaced while open"))
+            src_key, dst_key = self.keys.key(src_path), self.keys.key(dst_path)
+            data = self.files.get(src_inode.ino)
+            if data is not None:
+                await data.move_to(dst_key, dst_path, replacing=dst is not None)
+                moved = data.stat
+            else:
+                await move_object(self.store, src_key, dst_key, src.size, self.cfg.write)
+                self.hidden.unhide(dst_key)
+                moved = src.with_(etag=None)  # a copy may have another ETag (a multipart copy always does)
+            self.cache.invalidate(src_path)
+            self.cache.invalidate(dst_path)
+            self.cache.put_negative(src_path)
+            self.cache.put_stat(dst_path, moved)
+        if (replaced := self.table.child(dst_parent.ino, dst_name)) is not None and replaced is not src_inode:
+            self._detach(replaced)
+        self.table.move(src_inode, dst_parent.ino, dst_name)
 
     # ------------------------------------------------------------------ misc
+    async def recover(self) -> list[Recovered]:
+        """Take this mount's cache directory and deal with what a killed daemon left in
+        it (write/recovery.py). Before the mount is served: nobody sees the old bytes."""
+        if self._cache_lock is None:
+            self._cache_lock = lock_cache(self.writeback_dir)
+        return await recover(self.store, self.writeback_dir, self._recovered_dir, self.cfg.write)
+
     def forget(self, inode_list) -> None:
         for ino, count in inode_list:
             self.table.forget(ino, count)

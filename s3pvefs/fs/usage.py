@@ -29,14 +29,9 @@ class UsageMeter:
 
     async def count_once(self) -> None:
         used = objects = 0
-        token = None
-        while True:
-            page = await self._store.list_page(self._prefix, None, token)
+        async for page in self._store.list_all(self._prefix, None):
             used += sum(o.size for o in page.objects)
             objects += len(page.objects)
-            token = page.next_token
-            if not token:
-                break
         self.used, self.objects = used, objects
         log.info("usage of %s: %d bytes in %d objects", self._prefix or "the bucket", used, objects)
 

@@ -40,7 +40,7 @@ class _Pending:
 
 class HeaderReader:
     def __init__(self, store: ObjectStore, keys: KeyMapper, cache: MetaCache, defaults: Defaults,
-                 nursery: trio.Nursery, hidden: Callable[[str, str], bool],
+                 nursery: trio.Nursery, hidden: Callable[[str, str | None], bool],
                  read_ahead: int = READ_AHEAD, concurrency: int = CONCURRENCY):
         self._store, self._keys, self._cache, self._defaults = store, keys, cache, defaults
         self._nursery = nursery

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 from s3pvefs.namespace.stat import DIR
 
@@ -22,8 +22,7 @@ class Inode:
     lookups: int = 0
     open_handles: int = 0
     attached: bool = True  # False once unlinked/replaced: no name any more
-    local: Any = None  # fs.localfile.LocalFile while this mount holds data or attributes not yet committed
-    frozen_key: str | None = None  # the key an unlinked-but-open inode reads from
+    pinned: bool = False  # the mount holds data or attributes of it not yet committed: keep it
 
 
 @dataclass
@@ -44,9 +43,6 @@ class InodeTable:
     def child(self, parent: int, name: str) -> Inode | None:
         ino = self._children.get(parent, {}).get(name)
         return None if ino is None else self._by_ino[ino]
-
-    def with_local(self) -> list[Inode]:
-        return [i for i in self._by_ino.values() if i.local is not None]
 
     def children(self, parent: int) -> list[Inode]:
         return [self._by_ino[i] for i in self._children.get(parent, {}).values()]
@@ -114,11 +110,11 @@ class InodeTable:
         self._maybe_drop(inode)
 
     def _maybe_drop(self, inode: Inode) -> None:
-        """Forget inodes nobody references. Attached inodes with children or local
-        state stay, so a path to pending data always resolves; a parent left without
+        """Forget inodes nobody references. Attached inodes with children or pinned
+        ones stay, so a path to pending data always resolves; a parent left without
         references by its last child goes too."""
         while True:
-            if inode.lookups or inode.open_handles or inode.ino == ROOT_INO or inode.local is not None:
+            if inode.lookups or inode.open_handles or inode.ino == ROOT_INO or inode.pinned:
                 return
             if inode.attached and self._children.get(inode.ino):
                 return

@@ -5,9 +5,10 @@ Every change this mount makes calls ``invalidate``/``put_stat``/``put_negative``
 for the paths it touched, which also update the parent's cached listing in place,
 so the mount sees its own writes at once and a directory it is filling (``cp -r``)
 keeps answering lookups of new names from its listing, without a request each.
-Other writers' changes show up within the TTLs. When a small directory's listing
-expires while names in it are still being looked up, it is listed again (one
-request), which answers for every name not in it (three requests each otherwise).
+Other writers' changes show up within the TTLs. When a directory's listing expires
+while names in it are still being looked up, it is listed again (a request per
+1,000 names), which answers for every name in it or not (three requests each
+otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Listing:
 
 
 LIST_PAGE = 1000  # entries one ListObjectsV2 request returns
+RELIST_PAGES = 20  # a recently listed directory this big is listed again rather than probed name by name
 
 
 def parent_of(path: str) -> str:
@@ -41,9 +43,6 @@ class MetaCache:
         self.stats: TTLCache[str, Stat] = TTLCache(cfg.stat_max_entries, cfg.stat_ttl, timer=clock)
         self.negative: TTLCache[str, bool] = TTLCache(cfg.stat_max_entries, cfg.negative_ttl, timer=clock)
         self.listings: TTLCache[str, Listing] = TTLCache(cfg.listing_max_entries, cfg.listing_ttl, timer=clock)
-        # Names only, from a directory listed again for lookups (relisted): they answer
-        # "not there" for free; a name that is there still gets its headers read.
-        self.names: TTLCache[str, set[str]] = TTLCache(cfg.listing_max_entries, cfg.listing_ttl, timer=clock)
         # The last answer for every path, past its TTL: what to say while S3 is slow or
         # down (namespace/freshness.py). Stat, or False for "not there".
         self.last_known: LRUCache[str, Stat | bool] = LRUCache(cfg.stat_max_entries)
@@ -62,9 +61,6 @@ class MetaCache:
         listing = self.listings.get(parent)
         if listing is not None:
             return listing.entries.get(name, False)
-        names = self.names.get(parent)
-        if names is not None and name not in names:
-            return False
         return None
 
     def put_stat(self, path: str, s: Stat) -> None:
@@ -89,40 +85,31 @@ class MetaCache:
                 listing.entries.pop(name, None)
             else:
                 listing.entries[name] = s
-        names = self.names.get(parent)
-        if names is not None:
-            if s is None:
-                names.discard(name)
-            else:
-                names.add(name)
 
     def put_listing(self, path: str, listing: Listing) -> None:
         self.listings[path] = listing
         self.listed_sizes[path] = len(listing.entries)
 
     def worth_relisting(self, directory: str) -> bool:
-        """True when directory's listing expired a short while ago and it fits in one
-        LIST page: listing it again answers this lookup and the next ones."""
-        return (directory not in self.listings and directory not in self.names
-                and self.listed_sizes.get(directory, LIST_PAGE) < LIST_PAGE)
-
-    def put_names(self, directory: str, names: set[str]) -> None:
-        self.names[directory] = names
-        self.listed_sizes[directory] = len(names)
+        """True when directory's listing expired a short while ago and is at most
+        RELIST_PAGES pages: listing it again (a request per 1,000 names) answers this
+        lookup and the next ones, each with one HEAD of its headers at most, where a
+        name not in a listing costs three requests (`ls -l` of a big directory takes
+        longer than the listing lasts)."""
+        size = self.listed_sizes.get(directory)
+        return directory not in self.listings and size is not None and size <= RELIST_PAGES * LIST_PAGE
 
     def invalidate(self, path: str) -> None:
         """Forget what is known about path (also as an entry of its parent's listing)."""
         self.stats.pop(path, None)
         self.negative.pop(path, None)
         self.listings.pop(path, None)
-        self.names.pop(path, None)
         self._listed(path, None)
 
     def invalidate_tree(self, path: str) -> None:
         """A directory was renamed or removed: drop everything at or below it."""
         below = path + "/"
-        for cache in (self.stats, self.negative, self.listings, self.names, self.last_known):
+        for cache in (self.stats, self.negative, self.listings, self.last_known):
             for key in [k for k in list(cache.keys()) if k == path or k.startswith(below)]:
                 cache.pop(key, None)
         self.listings.pop(parent_of(path), None)
-        self.names.pop(parent_of(path), None)

@@ -1,6 +1,6 @@
 """What Proxmox VE would list in a bucket used as a dir storage, read straight from S3.
 
-Only the ObjectStore protocol is used (list_page, get_range), so this runs against
+Only the ObjectStore protocol is used (list_all, get_range), so this runs against
 S3Store and, in tests, MemoryStore. Requests: one paginated LIST for each directory of
 the layout (the storage root, dump/, template/, template/iso/, template/cache/,
 snippets/, import/ with delimiter '/', images/ without), all at once, then one ranged
@@ -83,14 +83,10 @@ async def _list(store: ObjectStore, prefix: str, delimiter: str | None) \
         -> tuple[list[ObjectInfo], list[str]]:
     objects: list[ObjectInfo] = []
     prefixes: list[str] = []
-    token = None
-    while True:
-        page = await store.list_page(prefix, delimiter, token)
+    async for page in store.list_all(prefix, delimiter):
         objects.extend(page.objects)
         prefixes.extend(page.prefixes)
-        token = page.next_token
-        if token is None:
-            return objects, prefixes
+    return objects, prefixes
 
 
 def _collapse_images(path: str) -> str:

@@ -6,7 +6,7 @@ Keys are full keys (prefix included); the store knows nothing about files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import AsyncIterator, Protocol
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,24 @@ class MultipartUpload:
     initiated: float
 
 
+class ListAll:
+    """Every page of a listing, following continuation tokens: the one pagination loop
+    (mixed into each store)."""
+
+    async def list_all(self, prefix: str, delimiter: str | None = "/") -> AsyncIterator[ListPage]:
+        token = None
+        while True:
+            page = await self.list_page(prefix, delimiter, token)
+            yield page
+            token = page.next_token
+            if not token:
+                return
+
+
 class ObjectStore(Protocol):
+    def list_all(self, prefix: str, delimiter: str | None = "/") -> AsyncIterator[ListPage]:
+        """Every page under prefix (ListAll)."""
+
     async def head(self, key: str) -> ObjectInfo | None: ...
 
     async def list_page(self, prefix: str, delimiter: str | None = "/",

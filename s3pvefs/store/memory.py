@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import trio
 
 from s3pvefs.errors import StoreError
-from s3pvefs.store.base import ListPage, MultipartUpload, ObjectInfo, PartEtag
+from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 
 @dataclass
@@ -33,7 +33,7 @@ class _Upload:
     last_part: float | None = None
 
 
-class MemoryStore:
+class MemoryStore(ListAll):
     def __init__(self) -> None:
         self.objects: dict[str, _Object] = {}
         self.uploads: dict[str, _Upload] = {}

@@ -32,7 +32,7 @@ from aiobotocore.httpxsession import HttpxSession
 from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
 from s3pvefs.errors import StoreError
-from s3pvefs.store.base import ListPage, MultipartUpload, ObjectInfo, PartEtag
+from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def _skew(err: dict, headers: dict) -> float | None:
     return None if date is None else time.time() - date
 
 
-def _translate(op: str, key: str, exc: Exception) -> StoreError:
+def translate_error(op: str, key: str, exc: Exception) -> StoreError:
     """One place that turns botocore failures into StoreError, without secrets."""
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
@@ -254,7 +254,7 @@ def _client_secrets(client) -> tuple[str | None, str | None]:
     return getattr(creds, "secret_key", None), getattr(creds, "token", None)
 
 
-class S3Store:
+class S3Store(ListAll):
     def __init__(self, client, bucket: str, content_md5: bool = True, request_deadline: float = 20.0,
                  min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
                  max_attempts: int = 5):
@@ -304,7 +304,7 @@ class S3Store:
         )
         # The client (and the credential lookup) is only made on entering: its errors
         # (no such profile, no credentials, a bad endpoint URL) come from there, and the
-        # daemon and the CLI turn them into one-line messages (daemon.client_error).
+        # daemon and the CLI turn them into one-line messages (bucketaccess.client_error).
         keys = credentials.resolve(cfg)  # None: botocore's chain (environment, profile)
         if keys is not None:
             session.set_credentials(*keys)
@@ -366,7 +366,7 @@ class S3Store:
             try:
                 return await getattr(self._client, op)(Bucket=self.bucket, **kwargs)
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-                error = _translate(op, key, e)
+                error = translate_error(op, key, e)
                 if not self._retried_here(e, error) or attempt == self._max_attempts:
                     raise error from None
                 headers = getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
@@ -429,7 +429,7 @@ class S3Store:
                         data = await body.read()
                 except (botocore.exceptions.BotoCoreError, OSError) as e:
                     # botocore retries a request, not a body that broke off halfway
-                    error = _translate("get_object", key, e)
+                    error = translate_error("get_object", key, e)
                     if attempt == self._max_attempts:
                         raise error from None
                 else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -23,51 +23,66 @@ from s3pvefs.write.sparse import SparseFile
 log = logging.getLogger(__name__)
 
 
+class CacheHolder(Protocol):
+    """A file with a write-back cache, as the space sees it (fs/filedata.py)."""
+
+    path: str | None
+    cache: SparseFile | None
+
+    async def write_back(self) -> None:
+        """Commit now, so that its dirty data becomes clean (droppable)."""
+
+
 class CacheSpace:
-    def __init__(self, budget: int, write_back: Callable[[SparseFile], Awaitable[None]]):
+    def __init__(self, budget: int):
         self.budget = budget
         self.used = 0
-        self.files: set[SparseFile] = set()
-        self._write_back = write_back
+        self.holders: set[CacheHolder] = set()
         self._lock = trio.Lock()
         self.evicted = 0  # bytes of clean data dropped, for status
         self.write_backs = 0
 
-    def track(self, sparse: SparseFile) -> None:
+    def track(self, holder: CacheHolder) -> None:
         def changed(delta: int) -> None:
             self.used += delta
-        sparse.on_change = changed
-        self.used += sparse.local_bytes
-        self.files.add(sparse)
+        holder.cache.on_change = changed
+        self.used += holder.cache.local_bytes
+        self.holders.add(holder)
 
-    def untrack(self, sparse: SparseFile) -> None:
-        self.files.discard(sparse)
+    def untrack(self, holder: CacheHolder) -> None:
+        self.holders.discard(holder)
 
-    async def make_room(self, sparse: SparseFile, wanted: int) -> None:
+    def _caches(self) -> list[tuple[CacheHolder, SparseFile]]:
+        return [(h, h.cache) for h in self.holders if h.cache is not None and h.cache.fd >= 0]
+
+    async def make_room(self, wanted: int) -> None:
         if self.used + wanted <= self.budget:
             return
         async with self._lock:
             self._evict_clean(wanted)
             while self.used + wanted > self.budget:
-                victims = [f for f in self.files if f.fd >= 0 and f.dirty_bytes]
+                victims = [(h, c) for h, c in self._caches() if c.dirty_bytes]
                 if not victims:
                     return  # one request larger than the budget: let it through
-                victim = max(victims, key=lambda f: f.dirty_bytes)
+                holder, cache = max(victims, key=lambda hc: hc[1].dirty_bytes)
                 log.info("cache over its %d-byte budget: writing back %s (%d dirty bytes)",
-                         self.budget, victim.path, victim.dirty_bytes)
+                         self.budget, holder.path, cache.dirty_bytes)
                 self.write_backs += 1
+                before = cache.dirty_bytes
                 try:
-                    await self._write_back(victim)
+                    await holder.write_back()
                 except (FsError, StoreError) as e:
-                    raise FsError(f"local cache full and writing back {victim.path} failed: {e}",
+                    raise FsError(f"local cache full and writing back {holder.path} failed: {e}",
                                   err=errno.ENOSPC) from None
-                self.evicted += victim.evict_clean()
-                if victim.dirty_bytes:  # rewritten while it was being sent: go round again
+                if cache.fd >= 0:
+                    self.evicted += cache.evict_clean()
+                    if cache.dirty_bytes >= before:  # nothing could be sent (an unlinked file's)
+                        raise FsError(f"local cache full of data of {holder.path} that cannot be committed",
+                                      err=errno.ENOSPC)
                     await trio.sleep(0)
 
     def _evict_clean(self, wanted: int) -> None:
-        for f in sorted(self.files, key=lambda f: f.last_used):
+        for _, cache in sorted(self._caches(), key=lambda hc: hc[1].last_used):
             if self.used + wanted <= self.budget:
                 return
-            if f.fd >= 0:
-                self.evicted += f.evict_clean()
+            self.evicted += cache.evict_clean()

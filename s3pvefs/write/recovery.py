@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 
 from s3pvefs.config import WriteConfig
-from s3pvefs.errors import FsError, MountError, StoreError
+from s3pvefs.errors import EXIT_MOUNTPOINT, FsError, MountError, StoreError
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.sparse import JOURNAL_VERSION, SparseFile, ensure_private_dir
 from s3pvefs.write.writeback import upload_sparse
@@ -48,7 +48,7 @@ def lock_cache(directory: str) -> int:
     except BlockingIOError:
         os.close(fd)
         raise MountError(f"another s3pvefs daemon uses {directory}: this bucket and prefix are "
-                         f"mounted already on this node", 6) from None
+                         f"mounted already on this node", EXIT_MOUNTPOINT) from None
     return fd
 
 

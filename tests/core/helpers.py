@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from s3pvefs.errors import FsError
 from s3pvefs.namespace.inodes import ROOT_INO
 
 ROOT = ROOT_INO
@@ -50,3 +53,15 @@ class HugeBytes:
     def __getitem__(self, s: slice) -> bytes:
         start, stop, _ = s.indices(self.size)
         return bytes((i * 7 + i // 4096) % 251 for i in range(start, stop))
+
+
+async def expect_errno(code, coro):
+    """The core call fails with this errno."""
+    with pytest.raises(FsError) as e:
+        await coro
+    assert e.value.errno == code, e.value
+    return e.value
+
+
+def keys(store):
+    return sorted(store.objects)

@@ -75,11 +75,11 @@ def test_flush_failure_is_eio_and_data_stays_dirty(run):
             await fs.flush(fh)
         assert e.value.errno == errno.EIO
         assert "pve/f" not in store.objects
-        assert inode.local is not None and inode.local.dirty
+        assert fs.files.get(inode.ino) is not None and fs.files[inode.ino].dirty
         del store.fail["put"]
         await fs.flush(fh)
         assert store.objects["pve/f"].data == b"precious"
-        assert not inode.local.dirty
+        assert not fs.files[inode.ino].dirty
         await fs.release(fh)
         assert store.calls["put"] == 2
 

@@ -46,7 +46,7 @@ def test_known_names_answer_while_s3_hangs_and_refresh_when_it_is_back(run):
         store.put_outside("pve/dump/a.vma.zst", b"abcdef")
         clock.advance(60)
         with trio.fail_after(5):  # the refreshes stalled above finish (not a fixed sleep: a loaded host)
-            while fs.fresh._running:
+            while fs.resolver.fresh._running:
                 await trio.sleep(0.01)
         assert (await fs.lookup(dump.ino, b"a.vma.zst"))[1].size == 6
 

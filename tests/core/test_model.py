@@ -310,8 +310,8 @@ class FilesystemModel(RuleBasedStateMachine):
         """Open files whose sequential write has sent parts to an upload not completed yet."""
         fids = set()
         for h in self.model.handles:
-            inode = self.fs.table.get(h.ino)
-            stream = inode.local.stream if inode is not None and inode.local is not None else None
+            data = self.fs.files.get(h.ino)
+            stream = data.stream if data is not None else None
             if stream is not None and stream.uploading:
                 fids.add(h.fid)
         return fids

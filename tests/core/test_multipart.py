@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-from s3pvefs.config import MiB, ReadConfig, WriteConfig
+from s3pvefs.config import MiB, WriteConfig
 from s3pvefs.errors import FsError, StoreError
-from tests.core.helpers import ROOT, HugeBytes, read_all
+from tests.core.helpers import ROOT, read_all
 
 SMALL = WriteConfig(multipart_threshold=6 * MiB, min_part_size=5 * MiB, upload_concurrency=2)
 DATA = random.Random(7).randbytes(13 * MiB + 123)
@@ -22,7 +22,7 @@ DATA = random.Random(7).randbytes(13 * MiB + 123)
 async def write_big(fs, name, data, step=1 * MiB):
     fh, inode, _ = await fs.create(ROOT, name, 0o640, os.O_WRONLY | os.O_CREAT, 0, 0)
     await fs.setattr(inode.ino, size=len(data))  # an extending truncate: the staging path
-    assert inode.local.staged is not None and inode.local.stream is None
+    assert fs.files[inode.ino].cache is not None and fs.files[inode.ino].stream is None
     for off in range(0, len(data), step):
         await fs.write(fh, off, data[off:off + step])
     return fh, inode
@@ -69,11 +69,11 @@ def test_failing_part_leaves_nothing(run):
         assert "pve/big.vma" not in store.objects
         assert store.uploads == {}
         assert store.calls["abort_multipart"] == 1
-        assert inode.local.dirty
+        assert fs.files[inode.ino].dirty
         await fs.release(fh)  # commits again at release, fails again, logged
         assert "pve/big.vma" not in store.objects
         assert store.uploads == {}
-        assert fs.open_file_count() == 0 and inode.open_handles == 0 and inode.local is None
+        assert fs.open_file_count() == 0 and inode.open_handles == 0 and inode.ino not in fs.files
 
     run(body, write=SMALL)
 
@@ -108,31 +108,6 @@ def test_failing_complete_aborts(run):
     run(body, write=SMALL)
 
 
-def test_sequential_read_with_readahead_and_random_read(run):
-    async def body(fs, store):
-        store.put_outside("pve/big", DATA)
-        inode, _ = await fs.lookup(ROOT, b"big")
-        store.reset_counts()
-        fh = await fs.open(inode.ino, os.O_RDONLY)
-        got = bytearray()
-        while True:
-            chunk = await fs.read(fh, len(got), 128 * 1024)
-            if not chunk:
-                break
-            got += chunk
-        assert bytes(got) == DATA
-        chunks = -(-len(DATA) // MiB)
-        assert store.calls["get"] == chunks  # every chunk fetched once
-        await fs.release(fh)
-        fh = await fs.open(inode.ino, os.O_RDONLY)
-        store.reset_counts()
-        assert await fs.read(fh, 7 * MiB + 5, 4096) == DATA[7 * MiB + 5:7 * MiB + 5 + 4096]
-        assert store.calls["get"] == 1
-        await fs.release(fh)
-
-    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4))
-
-
 def test_copy_in_place_of_big_file_attributes(run):
     async def body(fs, store):
         store.put_outside("pve/big", DATA)
@@ -143,47 +118,3 @@ def test_copy_in_place_of_big_file_attributes(run):
         assert store.objects["pve/big"].data == DATA
 
     run(body, write=SMALL)
-
-
-def test_read_ahead_of_all_handles_stays_within_the_read_budget(run):
-    async def body(fs, store):
-        for i in range(3):
-            store.put_outside(f"pve/r{i}", DATA)
-        handles = []
-        for i in range(3):
-            inode, _ = await fs.lookup(ROOT, f"r{i}".encode())
-            handles.append(await fs.open(inode.ino, os.O_RDONLY))
-        got = [bytearray() for _ in handles]
-        while any(len(g) < len(DATA) for g in got):  # three readers, interleaved
-            for fh, g in zip(handles, got):
-                g += await fs.read(fh, len(g), 256 * 1024)
-        assert all(bytes(g) == DATA for g in got)
-        assert 0 < fs.read_budget.peak <= 3 * MiB
-        for fh in handles:
-            await fs.release(fh)
-        assert fs.read_budget.used == 0
-
-    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4, readahead_budget=3 * MiB))
-
-
-def test_4k_read_in_the_middle_of_a_50_gib_object_fetches_4k(run):
-    huge = HugeBytes(50 << 30)
-
-    async def body(fs, store):
-        store.put_outside("pve/dump/vzdump-qemu-100.vma.zst", huge)
-        d, _ = await fs.lookup(ROOT, b"dump")
-        inode, s = await fs.lookup(d.ino, b"vzdump-qemu-100.vma.zst")
-        assert s.size == 50 << 30
-        fh = await fs.open(inode.ino, os.O_RDONLY)
-        store.ranges.clear()
-        middle = 25 << 30
-        assert await fs.read(fh, middle + 12345, 4096) == huge[middle + 12345:middle + 12345 + 4096]
-        assert [(start, end - start) for _, start, end in store.ranges] == [(middle + 12345, 4096)]
-        # a second read right after it starts a sequential run: read-ahead begins,
-        # within the largest window (8 chunks of 8 MiB)
-        store.ranges.clear()
-        await fs.read(fh, middle + 12345 + 4096, 4096)
-        assert 4096 < sum(end - start for _, start, end in store.ranges) <= 8 * 8 * MiB
-        await fs.release(fh)
-
-    run(body)

@@ -38,7 +38,7 @@ async def stream(fs, name: bytes, data: bytes, step: int = 3 * KiB, fh=None):
         inode = fs._handle(fh).inode
     for off in range(0, len(data), step):
         assert await fs.write(fh, off, data[off:off + step]) == len(data[off:off + step])
-        assert inode.local.staged is None, "a sequential write went to local disk"
+        assert fs.files[inode.ino].cache is None, "a sequential write went to local disk"
     return fh, inode
 
 
@@ -196,7 +196,7 @@ def test_fsync_waits_for_the_parts_sent(run):
         fh, inode = await stream(fs, b"x", DATA[:40 * KiB])
         await fs.fsync(fh)
         (upload,) = store.uploads.values()
-        assert sum(map(len, upload.parts.values())) == inode.local.stream.base > 0
+        assert sum(map(len, upload.parts.values())) == fs.files[inode.ino].stream.base > 0
         assert "pve/x" not in store.objects  # the object itself appears at close
         await fs.release(fh)
         assert store.objects["pve/x"].data == DATA[:40 * KiB]
@@ -209,10 +209,10 @@ def test_late_writes_within_the_window_and_holes_stay_in_memory(run):
         fh, inode, _ = await fs.create(ROOT, b"x", 0o644, WR, 0, 0)
         await fs.write(fh, 0, DATA[:4608])
         await fs.write(fh, 5120, DATA[5120:5632])  # a thread ahead of another: a part goes out
-        assert inode.local.stream.base == 4 * KiB
+        assert fs.files[inode.ino].stream.base == 4 * KiB
         await fs.write(fh, 4608, DATA[4608:5120])  # late, but within the window
         await fs.write(fh, 30 * KiB, b"end")  # a hole: zeros, streamed
-        assert inode.local.staged is None and inode.local.stream.base > 4 * KiB
+        assert fs.files[inode.ino].cache is None and fs.files[inode.ino].stream.base > 4 * KiB
         await fs.release(fh)
         want = DATA[:5632] + bytes(30 * KiB - 5632) + b"end"
         assert store.objects["pve/x"].data == want
@@ -223,9 +223,9 @@ def test_late_writes_within_the_window_and_holes_stay_in_memory(run):
 def test_write_behind_what_was_sent_moves_to_staging_without_loss(run):
     async def body(fs, store):
         fh, inode = await stream(fs, b"x", DATA[:50 * KiB])
-        assert inode.local.stream.base > 0
+        assert fs.files[inode.ino].stream.base > 0
         await fs.write(fh, 100, b"HELLO")  # qemu-img writing a header at the end
-        assert inode.local.stream is None and inode.local.staged is not None
+        assert fs.files[inode.ino].stream is None and fs.files[inode.ino].cache is not None
         await fs.write(fh, 50 * KiB, b"tail")
         assert await fs.read(fh, 98, 9) == DATA[98:100] + b"HELLO" + DATA[105:107]
         await fs.release(fh)
@@ -240,7 +240,7 @@ def test_read_back_while_writing(run):
     async def body(fs, store):
         fh, inode = await stream(fs, b"x", DATA[:50 * KiB])
         assert await fs.read(fh, 50 * KiB - 100, 100) == DATA[50 * KiB - 100:50 * KiB]  # in memory
-        assert inode.local.stream is not None
+        assert fs.files[inode.ino].stream is not None
         assert await fs.read(fh, 0, 1000) == DATA[:1000]  # sent: committed, then read back
         await fs.write(fh, 50 * KiB, DATA[50 * KiB:])
         await fs.release(fh)
@@ -321,9 +321,9 @@ def test_chmod_and_utimes_while_streaming_reach_the_object(run):
 def test_truncate_while_streaming(run):
     async def body(fs, store):
         fh, inode = await stream(fs, b"x", DATA[:50 * KiB])
-        base = inode.local.stream.base
+        base = fs.files[inode.ino].stream.base
         await fs.setattr(inode.ino, size=base + 10)  # within memory: cut
-        assert inode.local.stream is not None
+        assert fs.files[inode.ino].stream is not None
         await fs.setattr(inode.ino, size=0)  # everything: the upload is dropped
         await settle()
         assert store.uploads == {}

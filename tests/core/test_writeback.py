@@ -56,7 +56,7 @@ def test_rewriting_1_mib_of_a_big_object_sends_about_one_part(run):
         assert store.copied >= SIZE - 16 * MiB
         assert store.calls["upload_part"] <= 2
         assert sum(e - s for _, s, e in store.ranges) <= 16 * MiB
-        assert os.listdir(fs._staging_dir) == []  # closed: the cache files are gone
+        assert os.listdir(fs.writeback_dir) == []  # closed: the cache files are gone
 
     run(body, store=store)
 
@@ -95,7 +95,7 @@ def test_an_extended_sparse_file_holds_no_disk_and_commits_zeros(run):
         await fs.setattr(inode.ino, size=96 * MiB)  # qemu-img create -f raw
         await fs.write(fh, 50 * MiB, b"boot")
         assert fs.space.used <= 8192
-        assert os.stat(inode.local.staged.data_path).st_blocks * 512 <= 64 << 10
+        assert os.stat(fs.files[inode.ino].cache.data_path).st_blocks * 512 <= 64 << 10
         await fs.flush(fh)
         await fs.release(fh)
         obj = store.objects["pve/new.raw"].data
@@ -177,7 +177,7 @@ def test_cached_writes_of_a_killed_daemon_are_committed_at_the_next_mount(tmp_pa
     async def next_mount(fs):
         results = await fs.recover()
         assert sorted((r.path, r.outcome) for r in results) == [("disk.raw", "uploaded"), ("new.raw", "uploaded")]
-        assert set(os.listdir(fs._staging_dir)) <= {".lock"}
+        assert set(os.listdir(fs.writeback_dir)) <= {".lock"}
 
     with caplog.at_level(logging.WARNING):
         mount_twice(tmp_path, store, killed, next_mount)
@@ -266,13 +266,13 @@ def test_fsync_syncs_locally_and_commits_after_sync_interval(run):
             data[i * MiB:i * MiB + 7] = b"flushed"
             await fs.fsync(fh)
         assert store.calls["complete_multipart"] == 0 and store.calls["put"] == 0
-        sparse = inode.local.staged
+        sparse = fs.files[inode.ino].cache
         assert os.path.exists(sparse.journal_path)  # what recovery needs is on disk
-        assert 0 < inode.local.commit_due - trio.current_time() <= 0.3
+        assert 0 < fs.files[inode.ino].commit_due - trio.current_time() <= 0.3
         await trio.sleep(0.5)  # sync_interval passed: one commit
         assert store.calls["complete_multipart"] == 1
         assert store.objects["pve/disk.raw"].data == bytes(data)
-        assert not inode.local.dirty and inode.local.commit_timer is None
+        assert not fs.files[inode.ino].dirty and fs.files[inode.ino].commit_timer is None
         await fs.write(fh, 20 * MiB, b"then closed")
         data[20 * MiB:20 * MiB + 11] = b"then closed"
         await fs.fsync(fh)
@@ -318,7 +318,7 @@ def test_a_failed_put_off_commit_is_logged_and_retried_at_close(run, caplog):
         store.fail["create_multipart"] = StoreError("S3 is down")
         await trio.sleep(0.5)
         assert "commit of disk.raw (fsynced 0 s before) failed, kept for the next try" in caplog.text
-        assert inode.local.dirty
+        assert fs.files[inode.ino].dirty
         del store.fail["create_multipart"]
         await fs.flush(fh)
         await fs.release(fh)
@@ -347,7 +347,7 @@ def test_data_a_last_close_could_not_commit_is_committed_at_the_next_mount(tmp_p
         else:
             raise AssertionError("the close should have failed")
         await fs.release(fh)
-        assert [n for n in os.listdir(fs._staging_dir) if n.endswith(".data")]  # kept
+        assert [n for n in os.listdir(fs.writeback_dir) if n.endswith(".data")]  # kept
         assert fs.space.used == 0  # and no longer counted: it belongs to the next mount
         del store.fail["create_multipart"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import mmap
 import os
 import stat
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.mount.conftest import sha256_file
+from tests.mount.conftest import run_cli, sha256_file
 
 pytestmark = pytest.mark.mount
 
@@ -451,23 +452,47 @@ def test_capacity_option(mount):
 # ----------------------------------------------------------------------------- foreign objects
 
 
+def status_requests(m) -> dict[str, int]:
+    r = run_cli("status", m.mp, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["requests"]
+
+
+def requests_since(m, before: dict[str, int]) -> dict[str, int]:
+    now = status_requests(m)
+    return {k: v - before.get(k, 0) for k, v in now.items() if v != before.get(k, 0)}
+
+
 def test_readdir_10000_foreign_objects(mount):
+    """A listing is 10 LISTs; `ls -l` of a big directory reads each name's headers once
+    (one HEAD each, read ahead in parallel: the kernel gets no attributes unread)."""
     m = mount()
     n = 10_000
     names = [f"obj-{i:05d}.dat" for i in range(n)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda name: m.put(f"big/{name}", b"x" * 10), names))
+        list(pool.map(lambda name: m.put(f"some/{name}", b"y" * 5), names[:1500]))
     m.put("big/sub/inner.dat", b"inner")
+    before = status_requests(m)
     listed = os.listdir(m.path("big"))
     assert len(listed) == n + 1
     assert set(listed) == set(names) | {"sub"}
-    out = sh(f"ls -l {m.path('big')}").stdout.splitlines()
+    listing = requests_since(m, before)
+    # the lookup of "big" (HEAD, HEAD marker, LIST), then 11 pages
+    assert listing.get("list_objects_v2", 0) <= 12 and listing.get("head_object", 0) <= 2, listing
+    before = status_requests(m)
+    t0 = time.monotonic()
+    out = sh(f"ls -l {m.path('some')}").stdout.splitlines()  # 1,500: one HEAD each (moto: ~300 a second)
+    took = time.monotonic() - t0
     assert out[0].startswith("total")
-    assert len(out) == n + 2
-    assert sum(1 for line in out if line.startswith("-rw-r--r--")) == n
-    assert sum(1 for line in out if line.startswith("drwxr-xr-x")) == 1
+    assert len(out) == 1500 + 1
+    assert sum(1 for line in out if line.startswith("-rw-r--r--")) == 1500
+    used = requests_since(m, before)
+    print(f"\nls -l of 1,500 foreign objects: {took:.1f} s, requests {used}")
+    assert used.get("head_object", 0) <= 1500 + 2 and used.get("list_objects_v2", 0) <= 4, used
     s = os.stat(m.path("big", names[1234]))
     assert (s.st_mode, s.st_size, s.st_uid, s.st_gid) == (REG | 0o644, 10, 0, 0)
+    assert stat.S_ISDIR(os.stat(m.path("big", "sub")).st_mode)
     with open(m.path("big", names[9999]), "rb") as fh:
         assert fh.read() == b"x" * 10
 

@@ -16,7 +16,7 @@ import trio.testing
 
 from s3pvefs.errors import StoreError
 from s3pvefs.store import s3 as s3mod
-from s3pvefs.store.s3 import (BACKOFF_BASE, BACKOFF_CAP, S3Store, _translate, backoff_delay, clock_skewed,
+from s3pvefs.store.s3 import (BACKOFF_BASE, BACKOFF_CAP, S3Store, translate_error, backoff_delay, clock_skewed,
                               retry_after, skew_message)
 
 
@@ -202,7 +202,7 @@ def test_broken_bodies_stop_at_the_deadline_with_the_real_error():
 # ------------------------------------------------------------------ a clock that is off
 
 def test_request_time_too_skewed_is_read_exactly():
-    e = _translate("head_bucket", "b", client_error(
+    e = translate_error("head_bucket", "b", client_error(
         "RequestTimeTooSkewed", 403, {"date": email.utils.formatdate(usegmt=True)},
         RequestTime="20260101T100000Z", ServerTime="2026-01-01T12:00:00Z", MaxAllowedSkewMilliseconds="900000"))
     assert e.skew == pytest.approx(-7200.0) and clock_skewed(e)
@@ -212,15 +212,15 @@ def test_request_time_too_skewed_is_read_exactly():
 
 def test_a_bare_403_from_a_far_away_clock_is_a_skew_a_near_one_is_not():
     far = email.utils.formatdate(email.utils.time.time() + 3 * 3600, usegmt=True)
-    e = _translate("head_bucket", "b", client_error("403", 403, {"Date": far}))
+    e = translate_error("head_bucket", "b", client_error("403", 403, {"Date": far}))
     assert clock_skewed(e) and e.skew == pytest.approx(-3 * 3600, abs=5)
     assert "3.0 h behind" in skew_message(e)
     near = email.utils.formatdate(email.utils.time.time() - 120, usegmt=True)
-    e = _translate("head_bucket", "b", client_error("403", 403, {"Date": near}))
+    e = translate_error("head_bucket", "b", client_error("403", 403, {"Date": near}))
     assert not clock_skewed(e) and e.skew == pytest.approx(120, abs=5)
-    assert not clock_skewed(_translate("head_bucket", "b", client_error("AccessDenied", 403)))
-    assert clock_skewed(_translate("x", "k", client_error("RequestExpired", 400)))
-    e = _translate("x", "k", client_error("InvalidSignatureException", 400))
+    assert not clock_skewed(translate_error("head_bucket", "b", client_error("AccessDenied", 403)))
+    assert clock_skewed(translate_error("x", "k", client_error("RequestExpired", 400)))
+    e = translate_error("x", "k", client_error("InvalidSignatureException", 400))
     assert not clock_skewed(e)
 
 

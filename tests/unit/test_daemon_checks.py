@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from s3pvefs import daemon
+from s3pvefs import bucketaccess, daemon
 from s3pvefs.config import CacheConfig, Config
 from s3pvefs.errors import ConfigError, MountError
 
@@ -67,7 +67,7 @@ def test_a_staging_dir_of_another_user_is_refused(tmp_path):
 def test_fuse_device_missing_or_not_a_device(tmp_path):
     with pytest.raises(MountError) as e:
         daemon.check_fuse_device(str(tmp_path / "fuse"))
-    assert e.value.exit_code == daemon.EXIT_NO_FUSE == 7 and "is missing" in str(e.value)
+    assert e.value.exit_code == bucketaccess.EXIT_NO_FUSE == 7 and "is missing" in str(e.value)
     (tmp_path / "fuse").write_text("")
     with pytest.raises(MountError) as e:
         daemon.check_fuse_device(str(tmp_path / "fuse"))
@@ -79,6 +79,6 @@ def test_the_real_fuse_device_passes():
 
 
 def test_exit_codes_are_distinct():
-    codes = [daemon.EXIT_OTHER, daemon.EXIT_USAGE, daemon.EXIT_CREDENTIALS, daemon.EXIT_NO_BUCKET,
-             daemon.EXIT_UNREACHABLE, daemon.EXIT_MOUNTPOINT, daemon.EXIT_NO_FUSE, daemon.EXIT_CLOCK_SKEW]
+    codes = [bucketaccess.EXIT_OTHER, bucketaccess.EXIT_USAGE, bucketaccess.EXIT_CREDENTIALS, bucketaccess.EXIT_NO_BUCKET,
+             bucketaccess.EXIT_UNREACHABLE, bucketaccess.EXIT_MOUNTPOINT, bucketaccess.EXIT_NO_FUSE, bucketaccess.EXIT_CLOCK_SKEW]
     assert codes == [1, 2, 3, 4, 5, 6, 7, 8]

@@ -83,10 +83,10 @@ def test_forget_partial_count():
 def test_local_state_keeps_inode():
     t = InodeTable()
     f = t.attach(ROOT_INO, "f", FILE)
-    f.local = object()
+    f.pinned = True
     t.drop_if_unused(f)
     assert t.get(f.ino) is f and f.attached
-    f.local = None
+    f.pinned = False
     t.drop_if_unused(f)
     assert t.get(f.ino) is None
 

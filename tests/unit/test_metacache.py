@@ -134,24 +134,8 @@ def test_small_directory_is_worth_relisting_shortly_after_its_listing_expired():
     assert not c.worth_relisting("d")  # still cached: nothing to do
     clock.t += 21
     assert c.worth_relisting("d")
-    c.put_listing("big", Listing({f"f{i}": F for i in range(1000)}))  # more than one page
+    c.put_listing("big", Listing({f"f{i}": F for i in range(20_001)}))  # more than 20 pages
     clock.t += 21
     assert not c.worth_relisting("big")
     clock.t += 100
     assert not c.worth_relisting("d")  # long ago: back to single lookups
-
-
-def test_names_of_a_relisted_directory_answer_only_for_absent_names():
-    c, clock = make()
-    c.put_names("d", {"f"})
-    assert c.lookup("d/g") is False  # not there: no request needed
-    assert c.lookup("d/f") is None  # there: its headers are still to be read
-    c.put_stat("d/g", F)  # created here: now a name of d
-    clock.t += 11  # past stat_ttl (10 s), within listing_ttl (20 s)
-    assert c.lookup("d/g") is None
-    c.put_negative("d/f")
-    clock.t += 6  # past negative_ttl
-    assert c.lookup("d/f") is False
-    assert not c.worth_relisting("d")
-    clock.t += 4  # the names expire too
-    assert c.lookup("d/x") is None and c.worth_relisting("d")

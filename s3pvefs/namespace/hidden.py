@@ -1,0 +1,46 @@
+"""Objects of unlinked files that are still open.
+
+POSIX lets an open file outlive its name. Its data is in S3 (or partly), so its
+object stays at its key, hidden from this mount's listings and lookups, and is
+deleted when the last handle closes -- unless another object was written at that key
+meanwhile (then the hidden file lost its bytes: its handles get ESTALE, and its last
+close deletes nothing).
+"""
+
+from __future__ import annotations
+
+
+class HiddenObjects:
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[str, object]] = {}  # key -> (etag, owner)
+
+    def hide(self, key: str, etag: str, owner: object) -> None:
+        self._by_key[key] = (etag, owner)
+
+    def holds(self, key: str, owner: object) -> bool:
+        """The object at key is still owner's (nothing was written over it)."""
+        entry = self._by_key.get(key)
+        return entry is not None and entry[1] is owner
+
+    def is_hidden(self, key: str, etag: str | None) -> bool:
+        """A listed or fetched object is one of them (same key, same ETag)."""
+        entry = self._by_key.get(key)
+        return entry is not None and entry[0] == etag
+
+    def any_under(self, prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in self._by_key)
+
+    def keys(self) -> list[str]:
+        return list(self._by_key)
+
+    def unhide(self, key: str) -> None:
+        """Another object was written at key."""
+        self._by_key.pop(key, None)
+
+    def take(self, key: str, owner: object) -> str | None:
+        """At owner's last close: the ETag to delete at key, if the object is still its."""
+        entry = self._by_key.get(key)
+        if entry is None or entry[1] is not owner:
+            return None
+        del self._by_key[key]
+        return entry[0]

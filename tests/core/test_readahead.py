@@ -1,0 +1,82 @@
+"""Reads of committed objects: read-ahead for sequential readers, exact ranges for random ones, the read budget."""
+
+from __future__ import annotations
+
+import os
+import random
+
+
+from s3pvefs.config import MiB, ReadConfig, WriteConfig
+from tests.core.helpers import ROOT, HugeBytes
+
+SMALL = WriteConfig(multipart_threshold=6 * MiB, min_part_size=5 * MiB, upload_concurrency=2)
+DATA = random.Random(7).randbytes(13 * MiB + 123)
+
+
+def test_sequential_read_with_readahead_and_random_read(run):
+    async def body(fs, store):
+        store.put_outside("pve/big", DATA)
+        inode, _ = await fs.lookup(ROOT, b"big")
+        store.reset_counts()
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        got = bytearray()
+        while True:
+            chunk = await fs.read(fh, len(got), 128 * 1024)
+            if not chunk:
+                break
+            got += chunk
+        assert bytes(got) == DATA
+        chunks = -(-len(DATA) // MiB)
+        assert store.calls["get"] == chunks  # every chunk fetched once
+        await fs.release(fh)
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        store.reset_counts()
+        assert await fs.read(fh, 7 * MiB + 5, 4096) == DATA[7 * MiB + 5:7 * MiB + 5 + 4096]
+        assert store.calls["get"] == 1
+        await fs.release(fh)
+
+    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4))
+
+
+def test_read_ahead_of_all_handles_stays_within_the_read_budget(run):
+    async def body(fs, store):
+        for i in range(3):
+            store.put_outside(f"pve/r{i}", DATA)
+        handles = []
+        for i in range(3):
+            inode, _ = await fs.lookup(ROOT, f"r{i}".encode())
+            handles.append(await fs.open(inode.ino, os.O_RDONLY))
+        got = [bytearray() for _ in handles]
+        while any(len(g) < len(DATA) for g in got):  # three readers, interleaved
+            for fh, g in zip(handles, got):
+                g += await fs.read(fh, len(g), 256 * 1024)
+        assert all(bytes(g) == DATA for g in got)
+        assert 0 < fs.read_budget.peak <= 3 * MiB
+        for fh in handles:
+            await fs.release(fh)
+        assert fs.read_budget.used == 0
+
+    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=4, readahead_budget=3 * MiB))
+
+
+def test_4k_read_in_the_middle_of_a_50_gib_object_fetches_4k(run):
+    huge = HugeBytes(50 << 30)
+
+    async def body(fs, store):
+        store.put_outside("pve/dump/vzdump-qemu-100.vma.zst", huge)
+        d, _ = await fs.lookup(ROOT, b"dump")
+        inode, s = await fs.lookup(d.ino, b"vzdump-qemu-100.vma.zst")
+        assert s.size == 50 << 30
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        store.ranges.clear()
+        middle = 25 << 30
+        assert await fs.read(fh, middle + 12345, 4096) == huge[middle + 12345:middle + 12345 + 4096]
+        assert [(start, end - start) for _, start, end in store.ranges] == [(middle + 12345, 4096)]
+        # a second read right after it starts a sequential run: read-ahead begins,
+        # within the largest window (8 chunks of 8 MiB)
+        store.ranges.clear()
+        await fs.read(fh, middle + 12345 + 4096, 4096)
+        assert 4096 < sum(end - start for _, start, end in store.ranges) <= 8 * 8 * MiB
+        await fs.release(fh)
+
+    run(body)

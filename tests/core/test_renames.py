@@ -1,0 +1,174 @@
+"""Renames of files and directories: server-side copies, replaced targets, files not committed yet."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+
+import pytest
+
+from s3pvefs.errors import NotFound
+from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE
+from tests.core.helpers import ROOT, expect_errno, keys, make_file, names, read_all
+
+
+def test_rename_file_same_dir(run):
+    async def body(fs, store):
+        ino = await make_file(fs, ROOT, b"a.tmp", b"payload", mode=0o600, uid=7)
+        meta = dict(store.objects["pve/a.tmp"].metadata)
+        await fs.rename(ROOT, b"a.tmp", ROOT, b"a.vma")
+        assert keys(store) == ["pve/a.vma"]
+        assert store.objects["pve/a.vma"].data == b"payload"
+        assert store.objects["pve/a.vma"].metadata == meta
+        with pytest.raises(NotFound):
+            await fs.lookup(ROOT, b"a.tmp")
+        inode, s = await fs.lookup(ROOT, b"a.vma")
+        assert inode.ino == ino and s.size == 7 and s.mode == st.S_IFREG | 0o600 and s.uid == 7
+        assert await read_all(fs, ino) == b"payload"
+        assert set(await names(fs, ROOT)) == {"a.vma"}
+
+    run(body)
+
+
+def test_rename_file_cross_dir_replacing_target(run):
+    async def body(fs, store):
+        d1, _ = await fs.mkdir(ROOT, b"d1", 0o755, 0, 0)
+        d2, _ = await fs.mkdir(ROOT, b"d2", 0o755, 0, 0)
+        src = await make_file(fs, d1.ino, b"a", b"new contents")
+        old = await make_file(fs, d2.ino, b"b", b"old")
+        await fs.rename(d1.ino, b"a", d2.ino, b"b")
+        assert keys(store) == ["pve/d1/", "pve/d2/", "pve/d2/b"]
+        assert store.objects["pve/d2/b"].data == b"new contents"
+        inode, s = await fs.lookup(d2.ino, b"b")
+        assert inode.ino == src and inode.ino != old and s.size == 12
+        assert set(await names(fs, d1.ino)) == set()
+        assert {n: s.size for n, s in (await names(fs, d2.ino)).items()} == {"b": 12}
+
+    run(body)
+
+
+def test_rename_noreplace_and_exchange(run):
+    async def body(fs, store):
+        await make_file(fs, ROOT, b"a", b"1")
+        await make_file(fs, ROOT, b"b", b"2")
+        await expect_errno(errno.EEXIST, fs.rename(ROOT, b"a", ROOT, b"b", RENAME_NOREPLACE))
+        await expect_errno(errno.ENOTSUP, fs.rename(ROOT, b"a", ROOT, b"b", RENAME_EXCHANGE))
+        assert store.objects["pve/a"].data == b"1" and store.objects["pve/b"].data == b"2"
+        await fs.rename(ROOT, b"a", ROOT, b"c", RENAME_NOREPLACE)
+        assert keys(store) == ["pve/b", "pve/c"]
+        await expect_errno(errno.ENOENT, fs.rename(ROOT, b"a", ROOT, b"d"))
+
+    run(body)
+
+
+def test_rename_onto_itself_is_a_no_op(run):
+    async def body(fs, store):
+        await make_file(fs, ROOT, b"a", b"1")
+        store.reset_counts()
+        await fs.rename(ROOT, b"a", ROOT, b"a")
+        assert store.objects["pve/a"].data == b"1"
+        assert store.calls["copy"] == store.calls["delete"] == 0
+
+    run(body)
+
+
+def test_rename_uncommitted_file(run):
+    async def body(fs, store):
+        fh, inode, _ = await fs.create(ROOT, b"x.tmp", 0o644, os.O_WRONLY | os.O_CREAT, 0, 0)
+        await fs.write(fh, 0, b"abc")
+        await fs.rename(ROOT, b"x.tmp", ROOT, b"x")
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert keys(store) == ["pve/x"]
+        assert store.objects["pve/x"].data == b"abc"
+
+    run(body)
+
+
+def test_rename_open_written_file_then_flush(run):
+    async def body(fs, store):
+        ino = await make_file(fs, ROOT, b"a", b"v1")
+        fh = await fs.open(ino, os.O_WRONLY)
+        await fs.write(fh, 0, b"v2")
+        await fs.rename(ROOT, b"a", ROOT, b"b")
+        await fs.release(fh)
+        assert keys(store) == ["pve/b"]
+        assert store.objects["pve/b"].data == b"v2"
+
+    run(body)
+
+
+def test_rename_file_and_directory_clash(run):
+    async def body(fs, store):
+        await make_file(fs, ROOT, b"f", b"x")
+        await fs.mkdir(ROOT, b"d", 0o755, 0, 0)
+        await expect_errno(errno.EISDIR, fs.rename(ROOT, b"f", ROOT, b"d"))
+        await expect_errno(errno.ENOTDIR, fs.rename(ROOT, b"d", ROOT, b"f"))
+        assert keys(store) == ["pve/d/", "pve/f"]
+
+    run(body)
+
+
+def test_rename_directory_with_children(run):
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"d", 0o700, 0, 0)
+        sub, _ = await fs.mkdir(d.ino, b"sub", 0o755, 0, 0)
+        x = await make_file(fs, d.ino, b"x", b"xx")
+        y = await make_file(fs, sub.ino, b"y", b"yyy", mode=0o600)
+        await fs.rename(ROOT, b"d", ROOT, b"e")
+        assert keys(store) == ["pve/e/", "pve/e/sub/", "pve/e/sub/y", "pve/e/x"]
+        assert store.objects["pve/e/sub/y"].data == b"yyy"
+        assert store.objects["pve/e/sub/y"].metadata["mode"] == str(st.S_IFREG | 0o600)
+        assert store.objects["pve/e/"].metadata["mode"] == str(st.S_IFDIR | 0o700)
+        with pytest.raises(NotFound):
+            await fs.lookup(ROOT, b"d")
+        e, _ = await fs.lookup(ROOT, b"e")
+        assert e is d
+        assert set(await names(fs, e.ino)) == {"sub", "x"}
+        # inodes the kernel already holds follow the move
+        assert await read_all(fs, x) == b"xx"
+        assert await read_all(fs, y) == b"yyy"
+        inode, s = await fs.lookup(sub.ino, b"y")
+        assert inode.ino == y and s.size == 3
+
+    run(body)
+
+
+def test_rename_implicit_directory_keeps_it_visible(run):
+    async def body(fs, store):
+        store.put_outside("pve/imp/f", b"1")
+        await fs.lookup(ROOT, b"imp")
+        await fs.rename(ROOT, b"imp", ROOT, b"moved")
+        assert "pve/moved/f" in store.objects and "pve/imp/f" not in store.objects
+        assert "pve/moved/" in store.objects  # marker made for the implicit directory
+        _, s = await fs.lookup(ROOT, b"moved")
+        assert s.kind == "dir"
+
+    run(body)
+
+
+def test_rename_directory_over_directory(run):
+    async def body(fs, store):
+        a, _ = await fs.mkdir(ROOT, b"a", 0o755, 0, 0)
+        await make_file(fs, a.ino, b"f", b"1")
+        b, _ = await fs.mkdir(ROOT, b"b", 0o755, 0, 0)
+        c, _ = await fs.mkdir(ROOT, b"c", 0o755, 0, 0)
+        await make_file(fs, c.ino, b"g", b"2")
+        await expect_errno(errno.ENOTEMPTY, fs.rename(ROOT, b"a", ROOT, b"c"))
+        await fs.rename(ROOT, b"a", ROOT, b"b")  # empty target is replaced
+        assert keys(store) == ["pve/b/", "pve/b/f", "pve/c/", "pve/c/g"]
+        assert set(await names(fs, ROOT)) == {"b", "c"}
+
+    run(body)
+
+
+def test_rename_directory_into_itself(run):
+    async def body(fs, store):
+        a, _ = await fs.mkdir(ROOT, b"a", 0o755, 0, 0)
+        sub, _ = await fs.mkdir(a.ino, b"sub", 0o755, 0, 0)
+        await expect_errno(errno.EINVAL, fs.rename(ROOT, b"a", sub.ino, b"inner"))
+        await expect_errno(errno.EINVAL, fs.rename(ROOT, b"a", a.ino, b"self"))
+        assert keys(store) == ["pve/a/", "pve/a/sub/"]
+
+    run(body)
