@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from s3pvefs import __version__
 from s3pvefs.config import Config, apply_options, config_path, load_file, split_bucket, validate
-from s3pvefs.errors import EXIT_MOUNTPOINT, EXIT_USAGE, ConfigError, MountError
+from s3pvefs.errors import EXIT_MOUNTPOINT, EXIT_OTHER, EXIT_USAGE, ConfigError, MountError
 
 log = logging.getLogger("s3pvefs")
 
@@ -184,36 +184,54 @@ def cmd_mount(args) -> int:
             raise ConfigError(f"--log-file {args.log_file}: {e.strerror}") from None
     if not args.foreground:
         return _spawn_daemon(args)
-    _setup_logging(args, background=args.ready_fd is not None)
-    os.chdir("/")  # every path is absolute by now; the daemon keeps no other directory busy
-    import trio  # imported late: `s3pvefs --help` stays fast
-
-    from s3pvefs import daemon
+    live = False
 
     def ready():
+        nonlocal live
+        live = True
         _write_pidfile(mountpoint)
         _report(args.ready_fd, "OK")
 
     try:
+        _setup_logging(args, background=args.ready_fd is not None)
+        os.chdir("/")  # every path is absolute by now; the daemon keeps no other directory busy
+        import trio  # imported late: `s3pvefs --help` stays fast
+
+        from s3pvefs import daemon
         trio.run(daemon.run, config, mountpoint, ready, _status_socket(mountpoint))
-    except MountError as e:
-        _report(args.ready_fd, f"ERR {e.exit_code} {e}")
-        log.error("%s", e)
+    except Exception as e:  # trio's nurseries wrap what was raised inside them in groups
+        code, message = _mount_failure(e)
+        if code is None:
+            if live:
+                raise
+            log.exception("the daemon failed before mounting")
+            code, message = EXIT_OTHER, f"unexpected error before mounting: {e.__class__.__name__}: {e}"
+        _report(args.ready_fd, f"ERR {code} {message}")  # the background parent prints it
+        log.error("%s", message)
         if args.ready_fd is None:
-            print(f"s3pvefs: {e}", file=sys.stderr)
-        return e.exit_code
-    except ConfigError as e:
-        _report(args.ready_fd, f"ERR {EXIT_USAGE} {e}")
-        if args.ready_fd is None:
-            print(f"s3pvefs: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except RuntimeError as e:  # pyfuse3.init: the kernel refused the mount
-        _report(args.ready_fd, f"ERR 1 mount failed: {e}")
-        log.error("mount failed: %s", e)
-        return 1
+            print(f"s3pvefs: {message}", file=sys.stderr)
+        return code
     finally:
         _remove_pidfile(mountpoint)
     return 0
+
+
+def _mount_failure(e: BaseException) -> tuple[int | None, str]:
+    """(exit code, one line) of a mount failure a user can act on, found wherever it
+    was raised (also inside exception groups); (None, "") for anything else."""
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _mount_failure(inner)
+            if found[0] is not None:
+                return found
+        return None, ""
+    if isinstance(e, MountError):
+        return e.exit_code, str(e)
+    if isinstance(e, ConfigError):
+        return EXIT_USAGE, str(e)
+    if isinstance(e, RuntimeError) and "fuse_session" in str(e):  # pyfuse3.init: the kernel refused it
+        return EXIT_OTHER, f"mount failed: {e}"
+    return None, ""
 
 
 def _spawn_daemon(args) -> int:

@@ -118,6 +118,10 @@ class WriteConfig:
     # Memory for streamed data not yet stored by S3, for the whole mount: writers
     # wait when it is used up.
     memory_budget: int = field(default=256 * MiB, metadata=_SIZE)
+    # Seconds a data request (part, PUT, copy, complete) keeps being tried while S3 does
+    # not answer or answers 5xx/throttling: writers wait through an outage this long;
+    # after it, they get EIO and what was written is kept on local disk for a later try.
+    outage_patience: float = 600.0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ signalled, then commit what is still pending and exit.
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 import ctypes
 import errno
 import logging
@@ -141,8 +142,9 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
                     from s3pvefs import metrics  # prometheus-client only when asked for
                     nursery.start_soon(metrics.serve, config.mount.metrics_port, snapshot)
                 if config.mount.stale_upload_idle:
-                    nursery.start_soon(abort_stale_uploads, store, fs.keys.dir_prefix(""),
-                                       config.mount.stale_upload_idle)
+                    own = frozenset(r["upload_id"] for r in fs.uploads.entries() if r["upload_id"])
+                    nursery.start_soon(partial(abort_stale_uploads, store, fs.keys.dir_prefix(""),
+                                               config.mount.stale_upload_idle, keep=own))
                 if config.mount.usage_interval:
                     nursery.start_soon(fs.usage.run)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)

@@ -27,6 +27,8 @@ def snapshot(fs, store) -> dict:
         "time": time.time(),
         "pid": os.getpid(),
         "files": sorted(files, key=lambda f: f["path"] or ""),
+        # epoch seconds since when a data request has waited for S3 (an outage); None: none
+        "waiting_for_s3_since": fs.commits.waiting_since(),
         "memory": {"write_used": fs.budget.used, "write_limit": fs.budget.limit,
                    "read_used": fs.read_budget.used, "read_limit": fs.read_budget.limit},
         "staging_bytes": fs.space.used,
@@ -111,6 +113,15 @@ def render(snap: dict, mountpoint: str) -> str:
             lines.append(f"{f['path'] or '(unlinked)':{w}} {f['kind']:9} {_size(f['written']):>10} "
                          f"{_size(f['stored']):>10} {f['parts_in_flight']:>5} {rate_txt:>11} {eta:>6}")
         lines.append("(ETA: to store what is written so far; the writer may still be adding more)")
+    if snap.get("waiting_for_s3_since"):
+        since = snap["waiting_for_s3_since"]
+        lines.append(f"waiting for S3 since {time.strftime('%H:%M:%S', time.localtime(since))} "
+                     f"({snap['time'] - since:.0f} s): writes wait, up to outage_patience")
+    for f in snap["files"]:
+        if f.get("failed_since"):
+            lines.append(f"{f['path'] or '(unlinked)'}: commit failed at "
+                         f"{time.strftime('%H:%M:%S', time.localtime(f['failed_since']))}, kept and tried again "
+                         f"in the background: {f.get('error')}")
     m = snap["memory"]
     lines.append(f"memory: writes {_size(m['write_used'])} of {_size(m['write_limit'])}, "
                  f"read-ahead {_size(m['read_used'])} of {_size(m['read_limit'])}; "

@@ -9,13 +9,18 @@ place it changes:
 - STREAMING: written sequentially, on its way to S3 from memory as it is written
   (write/stream.py);
 - CACHED: changed in place, held in a sparse write-back cache over the object it
-  started from (write/sparse.py; committed by write/writeback.py).
+  started from (write/sparse.py; committed by write/writeback.py);
+- KEPT: a streamed file whose commit failed (S3 away past outage_patience): its
+  parts stay in their unfinished upload, what only memory held is in a spill file on
+  local disk (write/resume.py), until a later commit finishes it.
 
     ATTRS -> STREAMING   a write at 0 of an empty file, an append at the object's end,
                          an open with O_TRUNC
     ATTRS -> CACHED      any other write, a truncate, a small read through a writable handle
     STREAMING -> CACHED  a write or read behind what was sent, a truncate the stream cannot do
     STREAMING -> ATTRS   committed in order to leave the stream while parts were in flight
+    STREAMING -> KEPT    its commit failed (``keep``)
+    KEPT -> ATTRS        a later commit finished it (a change of its bytes waits for that)
     any -> gone          ``close`` (the file's last handle, when nothing is left to commit)
 
 It is given what it needs from the mount (FileContext: store, settings, budgets,
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,7 +47,9 @@ from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.cachespace import CacheSpace
 from s3pvefs.write.sparse import SparseFile
 from s3pvefs.write.stream import StreamedFile
+from s3pvefs.write.resume import Suspended
 from s3pvefs.write.uploader import copy_object
+from s3pvefs.write.uploadlog import UploadLog
 from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
@@ -51,13 +59,14 @@ class State(enum.Enum):
     ATTRS = "attributes"
     STREAMING = "streamed"
     CACHED = "cached"
+    KEPT = "kept"
 
 
 @dataclass
 class FileContext:
     """What a file's data needs from the mount."""
 
-    store: ObjectStore
+    store: ObjectStore  # write/commitstore.py: commits ride out outages, lost answers are checked
     cfg: Config
     nursery: trio.Nursery
     budget: MemoryBudget  # memory of streamed bytes and of windows being sent
@@ -65,6 +74,7 @@ class FileContext:
     writeback_dir: str  # where the caches and their journals are
     hidden: HiddenObjects
     committed: Callable[[str, Stat], None]  # (path, stat): the metadata cache learns of a commit
+    uploads: UploadLog  # this daemon's uploads, for the next mount
 
 
 class FileData:
@@ -79,6 +89,14 @@ class FileData:
         self.state = State.ATTRS
         self.stream: StreamedFile | None = None
         self.cache: SparseFile | None = None
+        self.kept: Suspended | None = None
+        self.failed_since: float | None = None  # epoch seconds of the first commit that failed, still unresolved
+        self.last_error: str | None = None
+        self.retrying = False  # the mount tries its commit again in the background
+        # Created here and not changed since: a flush of the creating open does not
+        # commit it yet (a shell's `> f` flushes once before anything is written: a failing
+        # writer must not leave an empty object behind); the last close does.
+        self.untouched_new = False
         self.dirty = False
         self.generation = 0  # bumped by every change, so a commit knows if it caught them all
         self.lock = trio.Lock()  # one commit or state change at a time
@@ -90,7 +108,7 @@ class FileData:
     def attached(self) -> bool:
         return self.path is not None
 
-    def _become(self, state: State, *, cache: SparseFile | None = None) -> None:
+    def _become(self, state: State, *, cache: SparseFile | None = None, kept: Suspended | None = None) -> None:
         """The one transition: the new state's holder in, the old one's out (a cache's
         files were removed or kept by the caller before)."""
         if self.stream is not None and state is not State.STREAMING:
@@ -99,15 +117,21 @@ class FileData:
         if self.cache is not None and state is not State.CACHED:
             self.ctx.space.untrack(self)
             self.cache = None
+        if self.kept is not None and state is not State.KEPT:
+            self.ctx.space.give_back(self.kept.spilled)
+            self.kept = None
         if state is State.STREAMING and self.stream is None:
             self.stream = StreamedFile(self.ctx.store, lambda: self.key, lambda: encode_metadata(self.stat),
                                        self.ctx.cfg.write, self.ctx.budget, self.ctx.nursery)
         if state is State.CACHED:
             self.cache = cache
             self.ctx.space.track(self)
+        if state is State.KEPT:
+            self.kept = kept
         self.state = state
 
     def touch(self, stat: Stat) -> None:
+        self.untouched_new = False
         self.stat = stat
         self.dirty = True
         self.generation += 1
@@ -129,6 +153,7 @@ class FileData:
     async def move_to(self, key: str, path: str, replacing: bool) -> None:
         """Rename: the object (if any) is copied server-side to key and the old one
         deleted; what this mount holds follows it (a cache and its journal too)."""
+        await self._finish_kept()
         if self.state is State.STREAMING and self.stream.uploading:
             await self.commit()  # its parts belong to an upload at the old key
         store = self.ctx.store
@@ -165,13 +190,25 @@ class FileData:
         """Bytes of the object at object_key() that are still this file's."""
         return self.cache.base_end if self.cache is not None else self.stat.size
 
+    async def _finish_kept(self) -> None:
+        """A kept file's bytes change only once S3 took them (EIO until then)."""
+        if self.state is State.KEPT:
+            await self.commit()
+
     async def read(self, offset: int, size: int, writable: bool) -> bytes | None:
         """Bytes this mount holds; None: read them from the object (read-ahead)."""
         if self.state is State.STREAMING:
-            data = await self._read_streamed(offset, min(size, max(0, self.stat.size - offset)))
+            async with self.lock:  # not while the stream is being kept (keep) or committed
+                streaming = self.state is State.STREAMING
+                data = await self._read_streamed(offset, min(size, max(0, self.stat.size - offset))) \
+                    if streaming else None
             if data is not None:
                 return data
-            await self._leave_stream()  # bytes in parts of an upload: commit, then read the object
+            if streaming:
+                await self._leave_stream()  # bytes in parts of an upload: commit, then read the object
+        if self.state is State.KEPT and self.kept.whole_in_spill():
+            return await trio.to_thread.run_sync(self.kept.read, offset, size)
+        await self._finish_kept()
         fill = self.ctx.cfg.cache.fill_size
         if writable and size < fill and self.attached and self.state is State.ATTRS:
             # A small read through a handle open for writing (a VM disk, QEMU opens them
@@ -202,6 +239,7 @@ class FileData:
 
     # ------------------------------------------------------------------ writing
     async def write(self, offset: int, data: bytes) -> int:
+        await self._finish_kept()
         n = len(data)
         stream = self._stream_for(offset)
         if stream is not None:
@@ -230,6 +268,7 @@ class FileData:
         return self.stream
 
     async def truncate(self, size: int) -> None:
+        await self._finish_kept()
         if self.state is State.STREAMING:
             if size == 0:
                 self.stream.reset()
@@ -243,6 +282,8 @@ class FileData:
 
     async def empty(self) -> None:
         """open(O_TRUNC) of a file with bytes: it starts over (streamed, if it can)."""
+        if self.state is State.KEPT:  # all of it goes: nothing to finish
+            self._discard_kept()
         if self.state is State.CACHED:
             async with self.lock:
                 self.cache.truncate(0)
@@ -262,6 +303,7 @@ class FileData:
         self._become(State.STREAMING)
         self.stream.reset()
         self.dirty = True
+        self.untouched_new = True
 
     async def leave_stream(self) -> None:
         """Before an unlink or rename of a file still streaming (see _leave_stream)."""
@@ -315,6 +357,7 @@ class FileData:
         """The file's write-back cache, started over its object if there is none yet."""
         if self.state is State.STREAMING:
             await self._leave_stream()
+        await self._finish_kept()
         if self.state is State.CACHED:
             return self.cache
         async with self.lock:
@@ -351,7 +394,17 @@ class FileData:
     # ------------------------------------------------------------------ commit
     async def commit(self) -> None:
         """Make the object at the key what this mount holds (data, or attributes only).
-        Raises on failure; the data stays, dirty, so a later commit can try again."""
+        Raises on failure (S3 away past outage_patience, or refusing); the data stays,
+        dirty, so a later commit can try again."""
+        try:
+            await self._commit()
+        except FsError as e:
+            if self.failed_since is None:
+                self.failed_since = time.time()
+            self.last_error = str(e)
+            raise
+
+    async def _commit(self) -> None:
         if not self.dirty or not self.attached:
             return
         async with self.lock:
@@ -363,6 +416,10 @@ class FileData:
                 await self.stream.commit(meta)
             elif self.state is State.CACHED:
                 await self._commit_cache(key, meta)
+            elif self.state is State.KEPT:
+                self.kept.metadata = meta
+                await self.kept.resume(self.ctx.store, self.ctx.uploads, self.ctx.cfg.write)
+                self._become(State.ATTRS)
             elif self.remote_size is not None:  # attributes only: rewrite metadata in place
                 await copy_object(self.ctx.store, key, key, self.remote_size, meta, self.ctx.cfg.write)
             else:
@@ -370,6 +427,10 @@ class FileData:
             self.ctx.hidden.unhide(key)  # an unlinked file hidden there lost its object
             self.remote_size = self.stat.size
             self.stat = self.stat.with_(etag=None)  # the new object's ETag is not known here
+            if self.failed_since is not None:
+                log.warning("committed %s, %.0f s after its commit first failed", self.path,
+                            time.time() - self.failed_since)
+                self.failed_since = self.last_error = None
             if self.generation == generation:
                 self.dirty = False
                 self.cancel_timer()  # nothing left for a commit an fsync put off
@@ -444,27 +505,66 @@ class FileData:
             self.commit_timer.cancel()
         self.commit_timer = self.commit_due = None
 
-    async def give_up(self, error: FsError) -> None:
-        """The last close could not commit. A cached file's data (which an fsync may have
-        called durable) is left in the cache directory with its journal: the next mount
-        commits it, or keeps it aside if the object changed meanwhile. Data of a
-        streamed file, in memory only, is lost, and close() has said so."""
-        self.cancel_timer()  # a commit put off by an fsync must not run on what is left
-        if self.state is not State.CACHED:
-            log.error("commit of %s at release failed, data dropped: %s", self.path, error)
+    async def keep(self, error: FsError) -> None:
+        """A commit failed (S3 away past outage_patience, or refusing): keep the data
+        for a later commit, which the mount tries in the background and the next mount
+        at start-up. Streamed bytes go from memory to a spill file (the parts S3 stored
+        stay in their upload); a cache is made durable as it is (with its journal)."""
+        self.cancel_timer()  # the put-off commit is the background retry's now
+        if not self.attached:  # unlinked meanwhile: nothing of it is to be kept
             return
-        async with self.lock:
+        if self.state is State.STREAMING:
+            async with self.lock:
+                if self.state is State.STREAMING:
+                    await self._spill()
+        elif self.state is State.CACHED:
+            async with self.lock:
+                try:
+                    await self._sync_locally()
+                except FsError as why:
+                    log.error("commit of %s failed (%s) and its cache could not be made durable: %s",
+                              self.path, error, why)
+                    return
+            log.error("commit of %s failed: %s; its data stays in the cache (%s), committed when S3 takes it "
+                      "(or at the next mount)", self.path, error, self.cache.data_path)
+
+    async def _spill(self) -> None:
+        held = await self.stream.kept()
+        spilled = sum(len(body) for _, body in held["pieces"])
+        stored = sum(1 for _ in held["parts"])
+        try:
+            await self.ctx.space.make_room(spilled)
+            self.ctx.space.reserve(spilled)
             try:
-                await self._sync_locally()
-            except FsError as why:
-                log.error("commit of %s at release failed (%s) and its cache could not be kept: %s; "
-                          "data dropped", self.path, error, why)
-                return  # close() removes it
-            cache = self.cache
-            cache.close()  # its files stay for the next mount's recovery
+                kept = await trio.to_thread.run_sync(lambda: Suspended.keep(
+                    self.ctx.uploads.directory, self.ctx.uploads, key=self.key, path=self.path or "",
+                    metadata=encode_metadata(self.stat), **held))
+            except BaseException:
+                self.ctx.space.give_back(spilled)
+                raise
+        except (OSError, FsError) as e:
+            log.error("%s: its data could not be kept on local disk (%s): %d bytes lost; the object at its "
+                      "key is unchanged", self.path, getattr(e, "strerror", None) or e, held["size"])
+            if held["upload_id"] is not None:
+                self.ctx.nursery.start_soon(self._abort_quietly, held["upload_id"])
             self._become(State.ATTRS)
-        log.error("commit of %s at release failed: %s; its data stays in the cache as %s and is "
-                  "committed at the next mount", self.path, error, cache.data_path)
+            self.dirty = False
+            return
+        self._become(State.KEPT, kept=kept)
+        log.error("commit of %s failed: %s; its data is kept: %d part(s) stored in S3's unfinished upload, "
+                  "%d bytes in %s; committed when S3 takes them (or at the next mount)",
+                  self.path, self.last_error, stored, spilled, kept.spill)
+
+    async def _abort_quietly(self, upload_id: str) -> None:
+        try:
+            await self.ctx.store.abort_multipart(self.key, upload_id)
+        except Exception as e:  # noqa: BLE001 - left in the upload log: the next mount aborts it
+            log.warning("could not abort the upload of %s: %s", self.key, e)
+
+    def _discard_kept(self) -> None:
+        kept = self.kept
+        self._become(State.ATTRS)
+        self.ctx.nursery.start_soon(kept.discard, self.ctx.store, self.ctx.uploads)
 
     # ------------------------------------------------------------------ the end
     def close(self) -> None:
@@ -472,17 +572,24 @@ class FileData:
         self.cancel_timer()
         if self.cache is not None:
             self.cache.remove()
+        if self.kept is not None:
+            self._discard_kept()
         self._become(State.ATTRS)
 
     def progress(self) -> dict | None:
         """For `s3pvefs status`: where this file's pending bytes are; None: nothing pending."""
+        failed = {"failed_since": self.failed_since, "error": self.last_error} if self.failed_since else {}
         if self.state is State.STREAMING:
-            return {"kind": State.STREAMING.value, **self.stream.progress()}
+            return {"kind": State.STREAMING.value, **self.stream.progress(), **failed}
         if not self.dirty:
             return None
+        if self.state is State.KEPT:
+            return {"kind": State.KEPT.value, "written": self.stat.size, "sent": self.stat.size - self.kept.spilled,
+                    "stored": self.stat.size - self.kept.spilled, "parts_in_flight": 0, "local": self.kept.spilled,
+                    **failed}
         if self.state is State.CACHED:
             return {"kind": State.CACHED.value, "written": self.stat.size, "sent": 0, "stored": 0,
                     "parts_in_flight": 0, "dirty": self.cache.dirty_bytes, "local": self.cache.local_bytes,
                     "commit_in": (None if self.commit_due is None
-                                  else round(max(0.0, self.commit_due - trio.current_time()), 1))}
-        return {"kind": State.ATTRS.value, "written": 0, "sent": 0, "stored": 0, "parts_in_flight": 0}
+                                  else round(max(0.0, self.commit_due - trio.current_time()), 1)), **failed}
+        return {"kind": State.ATTRS.value, "written": 0, "sent": 0, "stored": 0, "parts_in_flight": 0, **failed}

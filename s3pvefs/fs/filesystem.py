@@ -42,9 +42,13 @@ from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.cachespace import CacheSpace
-from s3pvefs.write.recovery import Recovered, lock_cache, recover
+from s3pvefs.write.commitstore import CommitStore
+from s3pvefs.write.recovery import Recovered, lock_cache, recover, recover_uploads
+from s3pvefs.write.uploadlog import UploadLog
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST, RETRY_MAX = 10.0, 300.0  # seconds between background tries of a commit that failed
 
 __all__ = ["Filesystem", "FsStat", "RENAME_EXCHANGE", "RENAME_NOREPLACE"]
 
@@ -83,8 +87,10 @@ class Filesystem:
         self.read_budget = MemoryBudget(config.read.readahead_budget)
         self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
         self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it
-        self._ctx = FileContext(store, config, nursery, self.budget, self.space, self.writeback_dir,
-                                self.hidden, self._committed)
+        self.uploads = UploadLog(os.path.join(config.resolved_cache_dir(), "uploads", config.mount_id()))
+        self.commits = CommitStore(store, config.write.outage_patience, self.uploads)
+        self._ctx = FileContext(self.commits, config, nursery, self.budget, self.space, self.writeback_dir,
+                                self.hidden, self._committed, self.uploads)
 
     # ------------------------------------------------------------------ helpers
     def _inode(self, ino: int) -> Inode:
@@ -163,10 +169,11 @@ class Filesystem:
             inode.pinned = True
         return data
 
-    def _drop_data(self, inode: Inode) -> None:
-        """Nothing is open any more: what was held goes (after its last commit)."""
+    def _drop_data(self, inode: Inode, *, force: bool = False) -> None:
+        """Nothing is open any more: what was held goes (after its last commit; a file
+        whose commit failed stays until a background try succeeds, or it is removed)."""
         data = self.files.get(inode.ino)
-        if data is not None and inode.open_handles == 0:
+        if data is not None and inode.open_handles == 0 and (force or not (data.dirty and data.attached)):
             data.close()
             del self.files[inode.ino]
             inode.pinned = False
@@ -176,6 +183,28 @@ class Filesystem:
         """A file's commit reached S3: the metadata cache says what is there now."""
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
+
+    def _keep_trying(self, inode: Inode, data: FileData) -> None:
+        """A commit failed with nobody left to tell (the last close): the data is kept
+        (FileData.keep) and committed in the background once S3 takes it."""
+        if not data.retrying:
+            data.retrying = True
+            self._nursery.start_soon(self._retry_commit, inode, data)
+
+    async def _retry_commit(self, inode: Inode, data: FileData) -> None:
+        delay = RETRY_FIRST
+        try:
+            while self.files.get(inode.ino) is data and data.dirty and data.attached:
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                try:
+                    await data.commit()
+                except FsError as e:
+                    log.info("%s is still not committed (%s): next try in %.0f s", data.path, e, delay)
+        finally:
+            data.retrying = False
+            if self.files.get(inode.ino) is data:
+                self._drop_data(inode)
 
     def pending_files(self) -> list[tuple[str | None, int, dict]]:
         """(path, open handles, progress) of every file with something not committed."""
@@ -260,7 +289,7 @@ class Filesystem:
             try:
                 await data.commit()
             finally:
-                self._drop_data(inode)
+                self._drop_data(inode, force=True)  # a failed change was told to its caller
         return data.stat
 
     # ------------------------------------------------------------------ directories
@@ -347,7 +376,7 @@ class Filesystem:
         inode.lookups += 1
         self.cache.invalidate(path)
         inode.open_handles += 1
-        return self._new_handle(FileHandle(inode, writable=True)), inode, s
+        return self._new_handle(FileHandle(inode, writable=True, created=True)), inode, s
 
     async def open(self, ino: int, flags: int) -> int:
         inode = self._inode(ino)
@@ -402,8 +431,8 @@ class Filesystem:
     async def flush(self, fh: int) -> None:
         h = self._handle(fh)
         data = self.files.get(h.inode.ino)
-        if data is None:
-            return
+        if data is None or not h.writable or (h.created and data.untouched_new):
+            return  # a reader's close commits nothing (nor fails for what a writer left pending)
         try:
             await data.commit()
         except StoreError as e:
@@ -435,12 +464,14 @@ class Filesystem:
                     try:  # close() already flushed; this catches writes through mmap and the like
                         await data.commit()
                     except FsError as e:
-                        await data.give_up(e)
-                etag = self.hidden.take(data.key, data)
-                if etag is not None:  # unlinked while open: its object goes now
+                        await data.keep(e)
+                        self._keep_trying(inode, data)
+                etag = self.hidden.etag_of(data.key, data)
+                if etag is not None:  # unlinked while open: its object goes now, then the name is free
                     info = await self.store.head(data.key)
                     if info is not None and info.etag == etag:  # not replaced meanwhile
                         await self.store.delete(data.key)
+                    self.hidden.take(data.key, data)
         finally:  # whatever failed above, the handle is gone
             inode.open_handles -= 1
             self._drop_data(inode)
@@ -449,13 +480,16 @@ class Filesystem:
     async def commit_all(self) -> None:
         """Commit every file with pending changes (shutdown with files still open), so
         what was written is not dropped silently; each failure is logged by name."""
-        for data in list(self.files.values()):
+        for ino, data in list(self.files.items()):
             if data.dirty and data.attached:
+                retried = data.failed_since is not None
                 try:
                     await data.commit()
-                    log.warning("committed %s, which was still open at shutdown", data.path)
+                    log.warning("committed %s, which was %s at shutdown", data.path,
+                                "kept after a failed commit" if retried else "still open")
                 except FsError as e:
                     log.error("could not commit %s at shutdown: %s", data.path, e)
+                    await data.keep(e)  # on local disk for the next mount
 
     async def unlink(self, parent_ino: int, raw: bytes) -> None:
         self._writable()
@@ -491,6 +525,7 @@ class Filesystem:
         self.cache.put_negative(path)
         if inode is not None:
             self._detach(inode)
+            self._drop_data(inode)  # nothing open: a cache or data kept for a later commit goes too
 
     async def symlink(self, parent_ino: int, raw: bytes, target: bytes, uid: int, gid: int) -> tuple[Inode, Stat]:
         self._writable()
@@ -572,6 +607,7 @@ class Filesystem:
             self.cache.put_stat(dst_path, moved)
         if (replaced := self.table.child(dst_parent.ino, dst_name)) is not None and replaced is not src_inode:
             self._detach(replaced)
+            self._drop_data(replaced)
         self.table.move(src_inode, dst_parent.ino, dst_name)
 
     # ------------------------------------------------------------------ misc
@@ -580,7 +616,8 @@ class Filesystem:
         it (write/recovery.py). Before the mount is served: nobody sees the old bytes."""
         if self._cache_lock is None:
             self._cache_lock = lock_cache(self.writeback_dir)
-        return await recover(self.store, self.writeback_dir, self._recovered_dir, self.cfg.write)
+        return (await recover(self.commits, self.writeback_dir, self._recovered_dir, self.cfg.write)
+                + await recover_uploads(self.commits, self.uploads, self.cfg.write))
 
     def forget(self, inode_list) -> None:
         for ino, count in inode_list:

@@ -14,6 +14,7 @@ class FileHandle:
     inode: Inode
     writable: bool
     prefetcher: Prefetcher | None = None
+    created: bool = False  # the open that created the file (its flush before any write commits nothing)
 
 
 @dataclass(eq=False)

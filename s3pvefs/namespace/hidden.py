@@ -37,6 +37,11 @@ class HiddenObjects:
         """Another object was written at key."""
         self._by_key.pop(key, None)
 
+    def etag_of(self, key: str, owner: object) -> str | None:
+        """The ETag of owner's hidden object at key (None: not owner's any more)."""
+        entry = self._by_key.get(key)
+        return entry[0] if entry is not None and entry[1] is owner else None
+
     def take(self, key: str, owner: object) -> str | None:
         """At owner's last close: the ETag to delete at key, if the object is still its."""
         entry = self._by_key.get(key)

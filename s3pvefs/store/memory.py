@@ -41,6 +41,8 @@ class MemoryStore(ListAll):
         # name of a store method -> exception to raise on its next calls (fault hook)
         self.fail: dict[str, Exception] = {}
         self.stall: set[str] = set()  # store methods whose calls hang until removed from it
+        # store methods whose next call takes effect but whose answer is lost (a timeout)
+        self.lose_answer: set[str] = set()
         self._ids = itertools.count(1)
         self.min_part_size = 5 << 20  # as S3: every part but the last at least this
         self.ranges: list[tuple[str, int, int]] = []  # every GET: (key, start, end)
@@ -64,6 +66,11 @@ class MemoryStore(ListAll):
             await trio.sleep(0.01)
         if op in self.fail:
             raise self.fail[op]
+
+    def _answer_lost(self, op: str) -> None:
+        if op in self.lose_answer:
+            self.lose_answer.discard(op)
+            raise StoreError(f"{op}: no answer from S3 (it took effect)", code="Timeout", transient=True)
 
     def _info(self, key: str, obj: _Object, with_meta: bool) -> ObjectInfo:
         return ObjectInfo(key, len(obj.data), obj.etag, obj.last_modified,
@@ -118,6 +125,7 @@ class MemoryStore(ListAll):
         self.sent += len(body)
         obj = _Object(bytes(body), dict(metadata), hashlib.md5(body).hexdigest(), time.time(), content_type)
         self.objects[key] = obj
+        self._answer_lost("put")
         return obj.etag
 
     async def copy(self, src, dst, metadata):
@@ -137,6 +145,7 @@ class MemoryStore(ListAll):
         await self._enter("create_multipart")
         upload_id = f"up{next(self._ids)}"
         self.uploads[upload_id] = _Upload(key, dict(metadata))
+        self._answer_lost("create_multipart")
         return upload_id
 
     async def upload_part(self, key, upload_id, number, body):
@@ -166,8 +175,10 @@ class MemoryStore(ListAll):
             raise StoreError(f"EntityTooSmall: a part of {key} is below the minimum", code="EntityTooSmall")
         del self.uploads[upload_id]
         data = b"".join(up.parts[n] for n in numbers)
-        self.objects[key] = _Object(data, up.metadata, hashlib.md5(data).hexdigest() + f"-{len(parts)}",
+        digests = b"".join(hashlib.md5(up.parts[n]).digest() for n in numbers)  # as S3 makes it
+        self.objects[key] = _Object(data, up.metadata, hashlib.md5(digests).hexdigest() + f"-{len(parts)}",
                                     time.time())
+        self._answer_lost("complete_multipart")
 
     async def abort_multipart(self, key, upload_id):
         await self._enter("abort_multipart")

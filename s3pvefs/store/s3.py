@@ -276,6 +276,7 @@ class S3Store(ListAll):
         self._max_attempts = max_attempts
         self._rand: Callable[[], float] = random.random  # the backoff's jitter (tests fix it)
         self._skew_logged = -1e9  # trio time of the last "clock is off" log line
+        self._retried_creates: set[str] = set()
 
     async def _body(self, data: bytes) -> dict:
         self.bytes_sent += len(data)  # once per body, not per retry: what the file needed
@@ -459,7 +460,17 @@ class S3Store(ListAll):
 
     async def create_multipart(self, key, metadata):
         resp = await self._call("create_multipart_upload", key, Key=key, Metadata=metadata)
+        if resp.get("ResponseMetadata", {}).get("RetryAttempts"):  # botocore sent it more than once
+            self._retried_creates.add(resp["UploadId"])
         return resp["UploadId"]
+
+    def create_was_retried(self, upload_id: str) -> bool:
+        """Whether botocore had to send the CreateMultipartUpload of upload_id more than
+        once: an earlier attempt whose answer was lost may have made an upload too."""
+        if upload_id in self._retried_creates:
+            self._retried_creates.discard(upload_id)
+            return True
+        return False
 
     async def upload_part(self, key, upload_id, number, body):
         resp = await self._call("upload_part", key, len(body), Key=key, UploadId=upload_id,

@@ -72,6 +72,11 @@ class MemoryBudget:
         self.sending -= n
         self.release(n)
 
+    def stop_sending(self, n: int) -> None:
+        """Bytes no longer on their way (S3 did not take them) but still held."""
+        self.sending -= n
+        self._wake()
+
     def _flush_largest(self) -> bool:
         for holder in sorted(self.holders, key=lambda h: h.buffered(), reverse=True):
             if holder.flush_early():

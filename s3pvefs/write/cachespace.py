@@ -52,6 +52,13 @@ class CacheSpace:
     def untrack(self, holder: CacheHolder) -> None:
         self.holders.discard(holder)
 
+    def reserve(self, n: int) -> None:
+        """Local disk taken by something else than a cache (a spill file of kept data)."""
+        self.used += n
+
+    def give_back(self, n: int) -> None:
+        self.used -= n
+
     def _caches(self) -> list[tuple[CacheHolder, SparseFile]]:
         return [(h, h.cache) for h in self.holders if h.cache is not None and h.cache.fd >= 0]
 

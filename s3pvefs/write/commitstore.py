@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 TRANSIENT_CODES = frozenset({"Network", "Timeout", "ShortRead", "SlowDown", "InternalError", "ServiceUnavailable",
                              "RequestTimeout", "Throttling", "ThrottlingException", "500", "502", "503", "504"})
 OUTAGE_BACKOFF_CAP = 30.0  # seconds between tries while S3 is away
-CREATE_CLOCK_SLACK = 300.0  # uploads this much older than our create are not the lost one
 
 
 def transient(e: StoreError) -> bool:
@@ -110,7 +109,6 @@ class CommitStore:
 
     # ------------------------------------------------------------------ uploads
     async def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
-        started = time.time()
         attempts = 0
 
         async def call():
@@ -123,14 +121,18 @@ class CommitStore:
             self.uploads.started(key, upload_id)
         retried = getattr(self._store, "create_was_retried", None)
         if attempts > 1 or (retried is not None and retried(upload_id)):
-            await self._abort_lost_creates(key, upload_id, started)
+            await self._abort_lost_creates(key, upload_id)
         return upload_id
 
-    async def _abort_lost_creates(self, key: str, keep: str, started: float) -> None:
-        """The create was sent more than once: an earlier one may have taken effect."""
+    async def _abort_lost_creates(self, key: str, keep: str) -> None:
+        """The create was sent more than once: an earlier one may have taken effect. Every
+        other upload at exactly this key that this daemon does not know is aborted (by
+        key, not by time: servers' Initiated times are not to be trusted; two nodes
+        writing one key at once is not a safe use anyway, SEMANTICS.md)."""
+        known = {r["upload_id"] for r in self.uploads.entries()} if self.uploads is not None else set()
         try:
             for u in await self._store.list_multipart(key):
-                if u.key == key and u.upload_id != keep and u.initiated >= started - CREATE_CLOCK_SLACK:
+                if u.key == key and u.upload_id != keep and u.upload_id not in known:
                     await self._store.abort_multipart(key, u.upload_id)
                     self.orphans_aborted += 1
                     log.warning("aborted upload %s of %s: made by a CreateMultipartUpload whose answer was lost",

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 async def abort_stale_uploads(store: ObjectStore, prefix: str, idle: float,
-                              now: float | None = None) -> list[str]:
-    """Abort uploads idle for at least `idle` seconds; the keys they were for."""
+                              now: float | None = None, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Abort uploads idle for at least `idle` seconds, but those in keep (this node's,
+    holding data kept for a later commit); the keys they were for."""
     now = time.time() if now is None else now
     aborted = []
     try:
@@ -28,6 +29,8 @@ async def abort_stale_uploads(store: ObjectStore, prefix: str, idle: float,
         log.warning("could not look for unfinished uploads under %r: %s", prefix, e)
         return aborted
     for u in uploads:
+        if u.upload_id in keep:
+            continue
         try:
             if now - await store.last_activity(u.key, u.upload_id) < idle:
                 continue

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from s3pvefs.config import WriteConfig
 from s3pvefs.errors import EXIT_MOUNTPOINT, FsError, MountError, StoreError
 from s3pvefs.store.base import ObjectStore
+from s3pvefs.write.resume import Suspended
 from s3pvefs.write.sparse import JOURNAL_VERSION, SparseFile, ensure_private_dir
+from s3pvefs.write.uploadlog import WRITING, UploadLog
 from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ class Recovered:
     path: str
     key: str | None
     bytes_local: int
-    outcome: str  # "uploaded", "clean" (nothing to send), "kept" (moved aside), "retry" (S3 failed)
+    # "uploaded", "clean" (nothing to send), "kept" (moved aside), "retry" (S3 failed),
+    # "aborted" (an upload of a file never closed), "lost" (kept data that cannot be read back)
+    outcome: str
     kept_as: str | None = None
 
 
@@ -132,3 +136,43 @@ def _unlink(*paths: str) -> None:
             os.unlink(p)
         except FileNotFoundError:
             pass
+
+
+async def recover_uploads(store: ObjectStore, uploads: UploadLog, cfg: WriteConfig) -> list[Recovered]:
+    """This daemon's uploads its predecessor did not finish (uploadlog.py): those still
+    being written when it stopped are aborted now (their files were never closed, so
+    nothing of them is committed); those whose data was kept after a failed commit are
+    finished (resume.py), or left for the next mount if S3 still fails."""
+    results = []
+    for record in uploads.entries():
+        key = record["key"]
+        if record["state"] == WRITING:
+            try:
+                await store.abort_multipart(key, record["upload_id"])
+            except StoreError as e:
+                log.error("could not abort the unfinished upload of %s left by the daemon that stopped: %s "
+                          "(tried again at the next mount)", key, e)
+                results.append(Recovered(key, key, 0, "retry"))
+                continue
+            uploads.finished(record["id"])
+            log.warning("aborted the unfinished upload of %s: the daemon stopped while it was being written "
+                        "(nothing of it was committed)", key)
+            results.append(Recovered(key, key, 0, "aborted"))
+            continue
+        kept = Suspended.from_record(record)
+        try:
+            await kept.resume(store, uploads, cfg)
+        except StoreError as e:
+            log.error("data of %s kept after a failed commit is still not committed (%s): tried again at the "
+                      "next mount", kept.path, e)
+            results.append(Recovered(kept.path, key, kept.spilled, "retry"))
+            continue
+        except OSError as e:
+            log.error("data of %s kept after a failed commit is lost: its spill file %s cannot be read (%s)",
+                      kept.path, kept.spill, e)
+            await kept.discard(store, uploads)
+            results.append(Recovered(kept.path, key, 0, "lost"))
+            continue
+        log.warning("committed %s: its data was kept after a commit failed before the daemon stopped", kept.path)
+        results.append(Recovered(kept.path, key, kept.spilled, "uploaded"))
+    return results

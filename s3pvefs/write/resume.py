@@ -92,6 +92,16 @@ class Suspended:
                    r["upload_id"], [PartEtag(n, e) for n, e in r["parts"]], [tuple(c) for c in r["copies"]],
                    [tuple(p) for p in r["pieces"]], r["spill"], r.get("explicit_times", False))
 
+    def whole_in_spill(self) -> bool:
+        """Every byte of the file is in the spill file (nothing in S3's upload)."""
+        return not self.parts and not self.copies and len(self.pieces) == 1
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Bytes of the file (whole_in_spill only)."""
+        _, start, length = self.pieces[0]
+        end = min(offset + size, length)
+        return self._read(start + offset, end - offset) if end > offset else b""
+
     def _read(self, offset: int, size: int) -> bytes:
         with open(self.spill, "rb") as f:
             f.seek(offset)

@@ -15,8 +15,10 @@ PUT when nothing was sent yet, else the last part and CompleteMultipartUpload.
 The stream can go on after a commit (close of one of several descriptors,
 rename while open, a file past one upload's 10,000 parts): the next upload
 starts with UploadPartCopy parts of the committed object, so nothing is sent
-twice. Any failure aborts the upload: no partial object from a failed upload,
-no incomplete upload left behind.
+twice. A failure does not abort the upload: the parts S3 stored stay, the bodies
+of parts it did not store stay in memory (still charged), and ``kept`` hands all of
+it over (the file keeps it on disk until S3 takes it: resume.py). Only a file that
+is dropped (unlinked, truncated to 0, replaced) aborts its upload.
 
 Multipart uploads are created without time headers: the object's LastModified,
 set at completion, is then the file's mtime. Explicit times or a chmod/chown
@@ -59,6 +61,8 @@ class _Upload:
     etags: list[PartEtag] = field(default_factory=list)
     started: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
+    copies: list[tuple[int, int, int]] = field(default_factory=list)  # (number, start, end) of the committed prefix
+    unsent: dict[int, bytes] = field(default_factory=dict)  # bodies of parts S3 did not store: kept, not lost
 
 
 class StreamedFile:
@@ -80,6 +84,7 @@ class StreamedFile:
         self.stored = 0  # bytes of this stream's parts S3 has confirmed (for `s3pvefs status`)
         self._changed = trio.Event()
         self._closed = False
+        self._dropped = False  # fail(): the bytes are gone, reads raise the error
         budget.holders.add(self)
 
     # ------------------------------------------------------------------ state
@@ -104,8 +109,10 @@ class StreamedFile:
                 "parts_in_flight": self._sending, "buffered": len(self.buf)}
 
     def read(self, offset: int, size: int) -> bytes | None:
-        """Bytes still in memory, or None when [offset, offset+size) was sent already."""
-        self._check()
+        """Bytes still in memory, or None when [offset, offset+size) was sent already
+        (also after a failed part or commit: what was written is kept)."""
+        if self._dropped:
+            raise self.error
         if offset < self.base:
             return None
         return self._copy(offset - self.base, offset - self.base + size)
@@ -215,19 +222,21 @@ class StreamedFile:
         return True
 
     def _begin_upload(self) -> _Upload:
-        copies = copy_ranges(self.committed) if self.committed else []
-        upload = _Upload(self._key(), len(copies) + 1, len(copies) + 1, _without_times(self._metadata()))
+        copies = [(n, start, end) for n, (start, end) in enumerate(copy_ranges(self.committed), 1)] \
+            if self.committed else []
+        upload = _Upload(self._key(), len(copies) + 1, len(copies) + 1, _without_times(self._metadata()),
+                         copies=copies)
         self._upload = upload
         self._sending += 1  # the creation and the copy parts count as one running upload
-        self._nursery.start_soon(self._start_upload, upload, copies)
+        self._nursery.start_soon(self._start_upload, upload)
         return upload
 
-    async def _start_upload(self, upload: _Upload, copies: list[tuple[int, int]]) -> None:
+    async def _start_upload(self, upload: _Upload) -> None:
         try:
             upload.upload_id = await self._store.create_multipart(upload.key, upload.metadata)
             upload.started.set()
             async with trio.open_nursery() as n:
-                for number, (start, end) in enumerate(copies, 1):
+                for number, start, end in upload.copies:
                     n.start_soon(self._copy_part, upload, number, start, end)
         except Exception as e:
             self._fail(upload, e)
@@ -237,21 +246,30 @@ class StreamedFile:
             self._wake()
 
     async def _copy_part(self, upload: _Upload, number: int, start: int, end: int) -> None:
-        etag = await self._store.upload_part_copy(upload.key, upload.upload_id, number, upload.key, start, end)
+        try:
+            etag = await self._store.upload_part_copy(upload.key, upload.upload_id, number, upload.key, start, end)
+        except Exception as e:  # noqa: BLE001 - kept: a later try copies it again
+            self._fail(upload, e)
+            return
         upload.etags.append(PartEtag(number, etag))
 
     async def _upload_part(self, upload: _Upload, number: int, body: bytes) -> None:
+        stored = False
         try:
             await upload.started.wait()
-            if upload.upload_id is None or upload.failed:
-                return
-            etag = await self._store.upload_part(upload.key, upload.upload_id, number, body)
-            upload.etags.append(PartEtag(number, etag))
-            self.stored += len(body)
+            if upload.upload_id is not None and not upload.failed:
+                etag = await self._store.upload_part(upload.key, upload.upload_id, number, body)
+                upload.etags.append(PartEtag(number, etag))
+                self.stored += len(body)
+                stored = True
         except Exception as e:
             self._fail(upload, e)
         finally:
-            self._budget.done_sending(len(body))
+            if stored:
+                self._budget.done_sending(len(body))
+            else:  # kept in memory (still charged) until the file hands it over
+                upload.unsent[number] = body
+                self._budget.stop_sending(len(body))
             self._sending -= 1
             self._wake()
 
@@ -261,6 +279,7 @@ class StreamedFile:
             if not isinstance(e, FsError):
                 log.exception("unexpected error uploading %s", upload.key)
             self.error = FsError(f"upload of {upload.key} failed: {e}", err=errno.EIO)
+            log.error("%s: what was written is kept for a later try", self.error)
 
     async def _reload_small_prefix(self) -> None:
         """A committed object under 5 MiB cannot be a copy part: read it back into memory."""
@@ -311,10 +330,9 @@ class StreamedFile:
                 await copy_object(self._store, upload.key, upload.key, self.committed, metadata, self._cfg)
             self.explicit_times = False
             self._pending = False
-        except (StoreError, FsError) as e:
-            self._drop_upload()
+        except (StoreError, FsError) as e:  # the upload stays, with what S3 stored (kept)
             if self.error is None:
-                self.error = FsError(f"upload failed: {e}", err=errno.EIO)
+                self.error = FsError(f"upload of {self._key()} failed: {e}", err=errno.EIO)
             raise self.error from None
 
     async def _put_whole(self, metadata: dict[str, str]) -> None:
@@ -348,6 +366,7 @@ class StreamedFile:
         """The file can no longer be committed (replaced by a rename): every later
         operation raises error; memory back, upload aborted."""
         self.error = error
+        self._dropped = True
         self._drop_upload()
         self._budget.release(len(self.buf))
         self.buf = bytearray()
@@ -358,9 +377,46 @@ class StreamedFile:
             return
         self._closed = True
         self._drop_upload()
+        self._release_memory()
+        self._budget.holders.discard(self)
+
+    def _release_memory(self) -> None:
         self._budget.release(len(self.buf))
         self.buf = bytearray()
+        if self._upload is not None:
+            self._budget.release(sum(len(b) for b in self._upload.unsent.values()))
+            self._upload.unsent.clear()
+
+    async def kept(self) -> dict:
+        """After a commit that failed: everything this stream holds, for the file to keep
+        (resume.py), once the parts still in flight have ended: the upload (if one was
+        made), its parts S3 stored, copy parts still to make, and the bodies S3 does not
+        have (parts it did not store, then the unsent tail as the last part). The stream
+        is closed without aborting anything; its memory is given back."""
+        while self._sending:
+            await self._wait()
+        upload = self._upload
+        pieces: list[tuple[int, bytes]] = []
+        copies: list[tuple[int, int, int]] = []
+        parts: list[PartEtag] = []
+        if upload is not None:
+            stored = {p.number for p in upload.etags}
+            parts = sorted(upload.etags, key=lambda p: p.number)
+            copies = [c for c in upload.copies if c[0] not in stored]
+            pieces = sorted(upload.unsent.items())
+            if self.buf:
+                pieces.append((upload.next_number, bytes(self.buf)))
+        elif self.buf or not self.committed:
+            pieces = [(1, bytes(self.buf))]  # never sent: one PUT of it all
+        held = {"upload_id": upload.upload_id if upload is not None else None, "parts": parts, "copies": copies,
+                "pieces": pieces, "size": self.end,
+                "create_metadata": upload.metadata if upload is not None else _without_times(self._metadata()),
+                "explicit_times": self.explicit_times}
+        self._closed = True
+        self._release_memory()
+        self._upload = None  # handed over: never aborted here
         self._budget.holders.discard(self)
+        return held
 
     async def _wait(self) -> None:
         await self._changed.wait()

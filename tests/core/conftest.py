@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 import trio
 
-from s3pvefs.config import CacheConfig, Config, StoreConfig
+from s3pvefs.config import CacheConfig, Config, StoreConfig, WriteConfig
 from s3pvefs.fs.filesystem import Filesystem
 from s3pvefs.store.memory import MemoryStore
 
@@ -34,6 +34,10 @@ def run(tmp_path):
         store = MemoryStore() if store is None else store
         cache = sections.pop("cache", CacheConfig())
         cache = dataclasses.replace(cache, cache_dir=str(tmp_path / "cache"))
+        write = sections.pop("write", WriteConfig())
+        if write.outage_patience == WriteConfig.outage_patience:  # a failure is final at once, unless asked
+            write = dataclasses.replace(write, outage_patience=0.0)
+        sections["write"] = write
         cfg = Config(store=StoreConfig(bucket="bucket", prefix=prefix), cache=cache, **sections)
         kwargs = {} if clock is None else {"clock": clock}
 

@@ -163,6 +163,9 @@ class Model:
         self.mode: dict[int, int] = {}  # fid -> permission bits
         self.store: dict[str, bytes] = {}  # path -> committed object contents
         self.dirty: set[int] = set()  # fids with changes not committed yet
+        # fids created by a create and not changed since: the creating handle's flush
+        # commits nothing (a shell's `> f` flushes before writing), its last close does
+        self.untouched: set[int] = set()
         self.handles: list[Handle] = []
         # Keys of files unlinked while open, which the bucket may still hold
         # (hidden from listings) until their last handle closes: path -> fids.
@@ -219,6 +222,15 @@ class Model:
         """Another file's object is written at path's key."""
         self.stale |= self.orphan_keys.pop(path, set())
 
+    def touch(self, fid: int) -> None:
+        self.dirty.add(fid)
+        self.untouched.discard(fid)
+
+    def flush_commits(self, h: "Handle") -> bool:
+        """A reader's flush commits nothing, nor the creating open's before any change
+        (a shell's `> f`); the last close commits in any case."""
+        return h.writable and not (h.created and h.fid in self.untouched)
+
     def commit(self, fid: int) -> None:
         path = self.path_of(fid)
         if path is not None and fid in self.dirty:
@@ -255,6 +267,7 @@ class Handle:
     ino: int
     fid: int
     writable: bool
+    created: bool = False  # the open that created the file
 
 
 MAX_HANDLES = 4
@@ -433,12 +446,17 @@ class FilesystemModel(RuleBasedStateMachine):
         if expected is not None:
             return
         fid = m.files.get(path)
-        if fid is None:
+        new = fid is None
+        if new:
             fid = m.files[path] = m.new_fid(content)
+        if content or (not new and m.data[fid]):  # written, or emptied by O_TRUNC
+            m.untouched.discard(fid)
+        elif new:
+            m.untouched.add(fid)
         m.data[fid] = content
         m.dirty.add(fid)
         if keep:
-            m.handles.append(Handle(*r, fid, True))
+            m.handles.append(Handle(*r, fid, True, created=new))
         else:
             m.commit(fid)
 
@@ -485,7 +503,7 @@ class FilesystemModel(RuleBasedStateMachine):
         if expected is None:
             fid = m.files[path]
             m.data[fid] = _patch(m.data[fid], offset, content)
-            m.dirty.add(fid)
+            m.touch(fid)
             m.commit(fid)
 
     @rule(data=st.data(), size=offsets)
@@ -502,7 +520,7 @@ class FilesystemModel(RuleBasedStateMachine):
         if expected is None:
             fid = m.files[path]
             m.data[fid] = (m.data[fid] + b"\0" * size)[:size]
-            m.dirty.add(fid)
+            m.touch(fid)
             if not m.is_open(fid):  # nobody will close it: committed at once
                 m.commit(fid)
 
@@ -523,6 +541,7 @@ class FilesystemModel(RuleBasedStateMachine):
         self.call(expected, go)
         if expected is None and path in m.files:
             m.mode[m.files[path]] = mode
+            m.untouched.discard(m.files[path])
         elif expected is None:
             m.dirs[path] = mode
 
@@ -714,7 +733,7 @@ class FilesystemModel(RuleBasedStateMachine):
             assert n == len(content)
             m = self.model
             m.data[h.fid] = _patch(m.data[h.fid], offset, content)
-            m.dirty.add(h.fid)
+            m.touch(h.fid)
 
     @precondition(lambda self: any(h.writable for h in self.model.handles))
     @rule(data=st.data(), size=offsets)
@@ -729,7 +748,7 @@ class FilesystemModel(RuleBasedStateMachine):
             assert s.size == size
             m = self.model
             m.data[h.fid] = (m.data[h.fid] + b"\0" * size)[:size]
-            m.dirty.add(h.fid)
+            m.touch(h.fid)
 
     @precondition(lambda self: self.model.handles)
     @rule(data=st.data(), mode=st.sampled_from([0o600, 0o640, 0o644]))
@@ -743,13 +762,15 @@ class FilesystemModel(RuleBasedStateMachine):
         if ok:
             assert s.mode & 0o7777 == mode and s.size == len(self.model.data[h.fid])
             self.model.mode[h.fid] = mode
+            self.model.untouched.discard(h.fid)
 
     @precondition(lambda self: self.model.handles)
     @rule(data=st.data())
     def handle_flush(self, data):
         h = self._handle(data)
         self.call(None, self.fs.flush, h.fh)
-        self.model.commit(h.fid)
+        if self.model.flush_commits(h):
+            self.model.commit(h.fid)
 
     @precondition(lambda self: self.model.handles)
     @rule(data=st.data())
@@ -765,7 +786,8 @@ class FilesystemModel(RuleBasedStateMachine):
         self.call(None, close)
         m = self.model
         m.handles.remove(h)
-        m.commit(h.fid)
+        if m.flush_commits(h) or not m.is_open(h.fid):  # the last close commits anyway
+            m.commit(h.fid)
         m.closed(h.fid)
 
     # ------------------------------------------------------------------ rules: outside

@@ -10,6 +10,7 @@ import os
 import random
 
 import pytest
+import trio
 
 from s3pvefs.config import MiB, WriteConfig
 from s3pvefs.errors import FsError, StoreError
@@ -59,7 +60,11 @@ def test_at_threshold_is_a_single_put(run):
     run(body, write=SMALL)
 
 
-def test_failing_part_leaves_nothing(run):
+def test_failing_part_leaves_no_partial_object_and_keeps_the_data(run, monkeypatch):
+    """A commit that fails leaves no partial object and no upload; the data is kept
+    (the cache, durable) and committed in the background once S3 takes it."""
+    monkeypatch.setattr("s3pvefs.fs.filesystem.RETRY_FIRST", 0.05)
+
     async def body(fs, store):
         fh, inode = await write_big(fs, b"big.vma", DATA)
         store.fail["upload_part"] = StoreError("500 InternalError")
@@ -70,10 +75,19 @@ def test_failing_part_leaves_nothing(run):
         assert store.uploads == {}
         assert store.calls["abort_multipart"] == 1
         assert fs.files[inode.ino].dirty
-        await fs.release(fh)  # commits again at release, fails again, logged
+        await fs.release(fh)  # commits again at release, fails again: kept, logged
         assert "pve/big.vma" not in store.objects
         assert store.uploads == {}
-        assert fs.open_file_count() == 0 and inode.open_handles == 0 and inode.ino not in fs.files
+        assert fs.open_file_count() == 0 and inode.open_handles == 0
+        [(path, handles, progress)] = fs.pending_files()  # status lists it
+        assert path == "big.vma" and handles == 0 and progress["failed_since"]
+        assert (await fs.getattr(inode.ino)).size == len(DATA)  # this mount still sees what it wrote
+        del store.fail["upload_part"]
+        with trio.fail_after(5):
+            while inode.ino in fs.files:
+                await trio.sleep(0.02)
+        assert store.objects["pve/big.vma"].data == DATA and store.uploads == {}
+        assert fs.pending_files() == []
 
     run(body, write=SMALL)
 

@@ -141,38 +141,63 @@ def test_idle_partial_parts_are_sent_early_instead_of_deadlocking(run):
     run(body, store=small_store(), write=cfg)
 
 
-def test_failed_part_is_returned_by_write_or_close_and_leaves_nothing(run):
+def test_failed_part_is_returned_by_write_or_close_and_the_data_is_kept(run, monkeypatch):
+    """A part S3 does not take (after outage_patience): later writes and the close get
+    EIO, nothing partial appears at the key, and nothing written is lost: the parts
+    S3 stored stay in their upload, the rest goes from memory to a spill file, and the
+    file is committed in the background when S3 takes parts again."""
+    monkeypatch.setattr("s3pvefs.fs.filesystem.RETRY_FIRST", 0.05)
+
     async def body(fs, store):
         fh, inode, _ = await fs.create(ROOT, b"x.dat", 0o644, WR, 0, 0)
         store.fail["upload_part"] = StoreError("500 InternalError")
+        written = 0
         with pytest.raises(FsError) as e:
             for off in range(0, len(DATA), 2 * KiB):
                 await fs.write(fh, off, DATA[off:off + 2 * KiB])
+                written = off + 2 * KiB
                 await settle()
             await fs.flush(fh)
         assert e.value.errno == errno.EIO
-        with pytest.raises(FsError) as e:  # close says it too: the data is lost
+        with pytest.raises(FsError) as e:  # close says it too
             await fs.flush(fh)
         assert e.value.errno == errno.EIO
         await fs.release(fh)
         await settle()
         assert "pve/x.dat" not in store.objects
-        assert store.uploads == {} and store.calls["abort_multipart"] == 1
-        assert fs.budget.used == 0
+        assert len(store.uploads) == 1 and store.calls["abort_multipart"] == 0  # kept, not aborted
+        assert fs.budget.used == 0  # out of memory: on local disk
+        [(path, _, progress)] = fs.pending_files()
+        assert path == "x.dat" and progress["kind"] == "kept" and progress["local"] > 0
+        del store.fail["upload_part"]
+        with trio.fail_after(5):
+            while inode.ino in fs.files:
+                await trio.sleep(0.02)
+        assert store.objects["pve/x.dat"].data == DATA[:written] and store.uploads == {}
+        assert os.listdir(fs.uploads.directory) == []
 
     run(body, store=small_store(), write=SMALL)
 
 
-def test_failed_complete_aborts_and_leaves_no_object(run):
+def test_failed_complete_keeps_the_upload_and_completes_it_later(run, monkeypatch):
+    """Every part stored, the Complete refused: nothing at the key, the upload is kept
+    (not aborted) and completed in the background."""
+    monkeypatch.setattr("s3pvefs.fs.filesystem.RETRY_FIRST", 0.05)
+
     async def body(fs, store):
-        fh, _ = await stream(fs, b"x.dat", DATA)
+        fh, inode = await stream(fs, b"x.dat", DATA)
         store.fail["complete_multipart"] = StoreError("500 InternalError")
         with pytest.raises(FsError) as e:
             await fs.flush(fh)
         assert e.value.errno == errno.EIO
         await fs.release(fh)
         await settle()
-        assert "pve/x.dat" not in store.objects and store.uploads == {}
+        assert "pve/x.dat" not in store.objects and len(store.uploads) == 1
+        del store.fail["complete_multipart"]
+        with trio.fail_after(5):
+            while inode.ino in fs.files:
+                await trio.sleep(0.02)
+        assert store.objects["pve/x.dat"].data == DATA and store.uploads == {}
 
     run(body, store=small_store(), write=SMALL)
 

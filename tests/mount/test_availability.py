@@ -20,7 +20,7 @@ pytestmark = pytest.mark.mount
 
 DEADLINE = 3  # request_deadline for these mounts (default 30 s), so failures come quickly
 OPTIONS = ["stat_ttl=1", "negative_ttl=1", "listing_ttl=1", f"request_deadline={DEADLINE}", "max_attempts=2",
-           "connect_timeout=1", "read_timeout=2"]
+           "connect_timeout=1", "read_timeout=2", "outage_patience=3"]
 CONTENT = ["dump", "template/iso", "template/cache", "images", "snippets"]
 
 # Runs in a child process, as pvestatd does (its own 2 s timeout): times each call.

@@ -9,6 +9,7 @@ and /proc of the daemon (open staging files, bytes written to local disk, peak R
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import select
@@ -22,7 +23,7 @@ import pytest
 
 from s3pvefs.cli import _pidfile
 from s3pvefs.write.parts import stream_part_size
-from tests.mount.conftest import sha256_file
+from tests.mount.conftest import run_cli, sha256_file
 from tests.mount.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.mount
@@ -344,7 +345,7 @@ def proxied(mount, s3_server):
     def factory(options):
         proxy = FaultProxy(s3_server)
         proxies.append(proxy)
-        m = mount(list(options) + ["max_attempts=2"])
+        m = mount(list(options) + ["max_attempts=2", "outage_patience=2"])
         m.umount()
         m.endpoint = proxy.url
         m.do_mount()
@@ -355,7 +356,16 @@ def proxied(mount, s3_server):
         p.close()
 
 
-def test_failed_upload_part_gives_eio_and_aborts(proxied, tmp_path):
+def kept_files(m) -> dict[str, dict]:
+    r = run_cli("status", m.mp, "--json")
+    assert r.returncode == 0, r.stderr
+    return {f["path"]: f for f in json.loads(r.stdout)["files"] if f.get("failed_since")}
+
+
+def test_failed_upload_part_gives_eio_and_keeps_the_data(proxied, tmp_path):
+    """A part S3 refuses past outage_patience: the writer gets EIO, nothing partial is
+    at the key, the upload is kept (not aborted) with the rest on local disk, and
+    `status` lists the file; removing it (vzdump after a failed backup) drops all."""
     m, proxy = proxied(SMALL_PARTS)
     src = tmp_path / "src.bin"
     random_file(src, 30 * MiB)
@@ -366,19 +376,11 @@ def test_failed_upload_part_gives_eio_and_aborts(proxied, tmp_path):
     assert "Input/output error" in r.stderr, r.stderr
     assert proxy.parts_passed == 2 and proxy.parts_failed >= 1, vars(proxy)
     assert_no_partial_object(m, "f.vma")
-    assert_no_uploads(m)
-
-    # A writer that opens the file once and never closed it before: nothing at all appears.
-    r = subprocess.run([sys.executable, "-c", _PRELUDE + textwrap.dedent("""
-        fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            write_all(fd, open(sys.argv[2], "rb").read())
-        finally:
-            os.close(fd)
-    """), m.path("h.vma"), str(src)], capture_output=True, text=True, timeout=180)
-    assert r.returncode != 0 and "Input/output error" in r.stderr, r.stderr
-    assert m.key("h.vma") not in m.keys()
-    assert_no_uploads(m)
+    wait_for(lambda: "f.vma" in kept_files(m), "f.vma listed as kept by status")
+    assert [u["Key"] for u in uploads(m)] == [m.key("f.vma")]  # kept: its 2 stored parts
+    os.unlink(m.path("f.vma"))
+    wait_for(lambda: not uploads(m), "the kept upload aborted after rm")
+    assert m.key("f.vma") not in m.keys() and kept_files(m) == {}
 
     # The mount goes on working once the server does.
     proxy.fail_parts_after = None
@@ -388,10 +390,12 @@ def test_failed_upload_part_gives_eio_and_aborts(proxied, tmp_path):
     assert_no_uploads(m)
 
 
-def test_failed_complete_gives_eio_at_close_and_aborts(proxied, tmp_path):
+def test_failed_complete_gives_eio_at_close_and_completes_when_s3_takes_it(proxied, tmp_path):
+    """Every part stored, CompleteMultipartUpload refused: close gets EIO, the upload is
+    kept, and the file is completed in the background once S3 takes it (issue 15.2)."""
     m, proxy = proxied(SMALL_PARTS)
     src = tmp_path / "src.bin"
-    random_file(src, 12 * MiB)
+    random_file(src, 12 * MiB + 1)
     proxy.fail_complete = True
     r = subprocess.run(["dd", f"if={src}", f"of={m.path('f.vma')}", "bs=1M", "status=none"],
                        capture_output=True, text=True, timeout=180)
@@ -399,7 +403,13 @@ def test_failed_complete_gives_eio_at_close_and_aborts(proxied, tmp_path):
     assert "closing output file" in r.stderr and "Input/output error" in r.stderr, r.stderr
     assert proxy.completes_failed >= 1 and proxy.parts_failed == 0, vars(proxy)
     assert_no_partial_object(m, "f.vma")
+    assert os.lstat(m.path("f.vma")).st_size == 12 * MiB + 1  # this mount still has it
+    assert len(uploads(m)) == 1
+    proxy.fail_complete = False
+    wait_for(lambda: m.key("f.vma") in m.keys(), "the kept upload completed in the background", 60)
+    assert m.sha256("f.vma") == sha256_file(src)
     assert_no_uploads(m)
+    assert "committed f.vma" in m.log_text()
 
 
 # ----------------------------------------------------------------------------- 5. leaving the stream
