@@ -121,9 +121,10 @@ def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
     mode = _int(meta, "mode", 0, MODE_MAX)
     if mode is None:
         mode = _KIND_BITS[kind] | (defaults.dir_mode if kind == DIR else defaults.file_mode)
-    elif kind == DIR or st.S_IFMT(mode) not in (st.S_IFREG, st.S_IFDIR, st.S_IFLNK):
-        # The key decides directories; bare permission bits (or a FIFO/socket/device
-        # type this filesystem cannot serve) get the key's type.
+    elif kind == DIR or st.S_IFMT(mode) not in (st.S_IFREG, st.S_IFLNK):
+        # The key decides directories both ways (a 'k' whose header says S_IFDIR is
+        # still a file); bare permission bits (or a FIFO/socket/device type this
+        # filesystem cannot serve) get the key's type.
         mode = _KIND_BITS[kind] | st.S_IMODE(mode)
     mtime = _time(meta, "mtime")
     mtime = lm_ns if mtime is None else mtime

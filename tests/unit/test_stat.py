@@ -140,7 +140,7 @@ def test_modes_this_filesystem_cannot_serve_become_regular_files(mode):
 
 # ---- any header values: a Stat the kernel structures can hold, or the defaults
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as hs  # noqa: E402
 
 from s3pvefs.config import CacheConfig  # noqa: E402
@@ -160,6 +160,7 @@ header_values = hs.one_of(
 @given(meta=hs.dictionaries(hs.sampled_from(["mode", "uid", "gid", "mtime", "ctime", "atime", "other"]),
                             header_values),
        kind=hs.sampled_from([FILE, DIR]), last_modified=hs.floats(-1e12, 1e12))
+@example(meta={"mode": str(st.S_IFDIR)}, kind=FILE, last_modified=0.0)  # a file key whose header says dir
 def test_any_headers_decode_to_attributes_the_kernel_can_take(meta, kind, last_modified):
     s = decode(ObjectInfo("k/" if kind == DIR else "k", 7, "e", last_modified, meta), kind, DEFAULTS)
     assert 0 <= s.uid <= ID_MAX and 0 <= s.gid <= ID_MAX
