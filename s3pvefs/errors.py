@@ -69,6 +69,14 @@ class Stale(FsError):
         super().__init__(message)
 
 
+class Changed(Stale):
+    """A ranged GET sent with the ETag its size came from (If-Match) found another
+    version of the object there: another writer replaced it."""
+
+    def __init__(self, message: str = "the object was replaced by another writer"):
+        super().__init__(message)
+
+
 class StoreError(FsError):
     """The object store failed (network, server error, access denied). Always EIO
     to the caller; the message says what happened for the log."""

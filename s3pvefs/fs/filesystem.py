@@ -21,19 +21,19 @@ import os
 import stat as st
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import trio
 
 from s3pvefs.config import Config
-from s3pvefs.errors import (BadHandle, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound, ReadOnly,
+from s3pvefs.errors import (BadHandle, Changed, Exists, FsError, IsADir, NotADir, NotEmpty, NotFound, ReadOnly,
                             Stale, StoreError)
 from s3pvefs.fs.filedata import FileContext, FileData
 from s3pvefs.fs.handles import DirHandle, FileHandle
 from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE, move_object, move_tree
 from s3pvefs.fs.usage import UsageMeter
 from s3pvefs.namespace.hidden import HiddenObjects
-from s3pvefs.namespace.inodes import ROOT_INO, Inode, InodeTable
+from s3pvefs.namespace.inodes import MIXED, ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper, check_name, join_path
 from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.resolver import Resolver
@@ -89,6 +89,9 @@ class Filesystem:
         self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it
         self.uploads = UploadLog(os.path.join(config.resolved_cache_dir(), "uploads", config.mount_id()))
         self.commits = CommitStore(store, config.write.outage_patience, self.uploads)
+        # The FUSE adapter sets this: the kernel's attributes of an inode are out of date
+        # (another writer replaced its object); it asks GETATTR before it trusts them again.
+        self.kernel_attrs_stale: Callable[[int], None] = lambda ino: None
         self._ctx = FileContext(self.commits, config, nursery, self.budget, self.space, self.writeback_dir,
                                 self.hidden, self._committed, self.uploads)
 
@@ -180,9 +183,17 @@ class Filesystem:
             self.table.drop_if_unused(inode)
 
     def _committed(self, path: str, s: Stat) -> None:
-        """A file's commit reached S3: the metadata cache says what is there now."""
+        """A file's commit reached S3: the metadata cache says what is there now, and
+        the kernel's pages of it (written or read here) are that version."""
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
+        inode = self.table.lookup_path(path)
+        if inode is not None and inode.kind != DIR:
+            inode.kernel_pages = s.etag or MIXED
+            for h in self._handles.values():
+                if isinstance(h, FileHandle) and h.inode is inode and h.prefetcher is not None:
+                    h.prefetcher.close()  # a reader here sees what was written here
+                    h.prefetcher = None
 
     def _keep_trying(self, inode: Inode, data: FileData) -> None:
         """A commit failed with nobody left to tell (the last close): the data is kept
@@ -393,7 +404,18 @@ class Filesystem:
         except BaseException:
             self.table.release_handle(inode)
             raise
-        return self._new_handle(FileHandle(inode, writable))
+        h = FileHandle(inode, writable)
+        if ino not in self.files and inode.kernel_pages not in (None, s.etag):
+            # The kernel's pages are of another version (or several): it drops them at
+            # this open, so whatever this reader gets comes through read() below.
+            h.keep_cache = False
+            inode.kernel_pages = None
+        h.served = h.keep_cache and inode.kernel_pages is not None
+        return self._new_handle(h)
+
+    def keep_cache(self, fh: int) -> bool:
+        """Whether the kernel may keep the pages it has of the file for this open."""
+        return self._handle(fh).keep_cache
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         h = self._handle(fh)
@@ -402,22 +424,80 @@ class Filesystem:
         if data is None and h.writable and size < self.cfg.cache.fill_size and inode.attached:
             data = self._data(inode, await self.getattr(inode.ino, complete=True))  # it may start a cache
         if data is not None:
+            inode.kernel_pages = MIXED  # pages of what is written here, committed or not
             got = await data.read(offset, size, h.writable)
             if got is not None:
                 return got
             self._object_key(inode)  # an error, never another file's bytes
             readable = data.readable_size()  # written through this mount: the object's part still valid
-        else:
-            self._object_key(inode)
-            readable = (await self.getattr(inode.ino)).size
-        if h.prefetcher is not None and h.prefetcher.size != readable:
-            h.prefetcher.close()
-            h.prefetcher = None
-        if h.prefetcher is None:
-            h.prefetcher = Prefetcher(self.store, lambda: self._object_key(inode), readable, self.cfg.read,
-                                      self._nursery, self.read_budget)
+            if h.prefetcher is not None and (h.prefetcher.size != readable or h.prefetcher.etag is not None):
+                h.prefetcher.close()
+                h.prefetcher = None
+            if h.prefetcher is None:
+                h.prefetcher = self._prefetcher(inode, readable, None)
+            return await h.prefetcher.read(offset, size)
+        self._object_key(inode)
+        if h.prefetcher is None or h.prefetcher.etag is None:
+            if h.prefetcher is not None:
+                h.prefetcher.close()
+            s = await self.getattr(inode.ino)
+            h.prefetcher = self._prefetcher(inode, s.size, s.etag)
+            self._kernel_size_at_least(inode, s.size)
+        p = h.prefetcher
+        try:
+            got = await p.read(offset, size)
+        except Changed:
+            if h.prefetcher is not p:  # a read beside this one already went on to the new version
+                got = await h.prefetcher.read(offset, size)
+            else:
+                got = await self._read_new_version(h, offset, size)
+        self._served(h)
+        return got
+
+    def _prefetcher(self, inode: Inode, size: int, etag: str | None) -> Prefetcher:
+        return Prefetcher(self.store, lambda: self._object_key(inode), size, self.cfg.read, self._nursery,
+                          self.read_budget, etag=etag)
+
+    def _served(self, h: FileHandle) -> None:
+        h.served = True
+        pages = h.inode.kernel_pages
+        h.inode.kernel_pages = h.prefetcher.etag if pages in (None, h.prefetcher.etag) else MIXED
+
+    async def _read_new_version(self, h: FileHandle, offset: int, size: int) -> bytes:
+        """Another writer replaced the object this handle was reading. A reader that got
+        nothing of the old version yet gets the new one (whole: the kernel is told its
+        size changed); one that got some of the old cannot get the rest: ESTALE."""
+        inode, old = h.inode, h.prefetcher
+        path = self.path(inode)
+        self.cache.invalidate(path)
+        s = await self.resolver.stat(path)
+        if s is None or s.kind != inode.kind:
+            self._detach(inode)
+            raise Stale(f"{path} was removed by another writer while open")
+        if h.served:
+            self.kernel_attrs_stale(inode.ino)
+            inode.kernel_pages = MIXED  # the next open drops the kernel's pages
+            raise Changed(f"{path} was replaced by another writer while being read")
+        log.info("%s was replaced by another writer: reading the new version (%d bytes)", path, s.size)
+        old.close()
+        h.prefetcher = self._prefetcher(inode, s.size, s.etag)
+        self._kernel_size_at_least(inode, s.size)
         return await h.prefetcher.read(offset, size)
 
+    def _kernel_size_at_least(self, inode: Inode, size: int) -> None:
+        """The kernel cuts what a reader gets at the size it knows: when the version read
+        is longer, it must ask again (GETATTR) once a reader is past its size. A shorter
+        version it learns from the short read itself -- which it would not trust if its
+        attributes were invalidated while the read is under way."""
+        if 0 <= inode.kernel_size < size:
+            self.kernel_attrs_stale(inode.ino)
+            inode.kernel_size = -1
+
+    def told_kernel(self, ino: int, s: Stat) -> None:
+        """The FUSE adapter handed the kernel these attributes of ino."""
+        inode = self.table.get(ino)
+        if inode is not None:
+            inode.kernel_size = s.size
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self._handle(fh)
         if not h.writable:

@@ -15,6 +15,8 @@ class FileHandle:
     writable: bool
     prefetcher: Prefetcher | None = None
     created: bool = False  # the open that created the file (its flush before any write commits nothing)
+    keep_cache: bool = True  # the kernel may serve this open from pages an earlier open read
+    served: bool = False  # bytes of the prefetcher's version may have reached the reader
 
 
 @dataclass(eq=False)

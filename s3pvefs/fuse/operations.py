@@ -46,8 +46,11 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self.cache_cfg = config.cache
+        # Only the attributes: dropping pages from inside a read of them would deadlock.
+        fs.kernel_attrs_stale = _invalidate_attrs
 
     def _attrs(self, ino, s):
+        self.fs.told_kernel(ino, s)
         return entry_attributes(ino, s, self.cache_cfg)
 
     @translate_errors
@@ -107,7 +110,8 @@ class Operations(pyfuse3.Operations):
 
     @translate_errors
     async def open(self, inode, flags, ctx):
-        return _file_info(await self.fs.open(inode, flags), flags)
+        fh = await self.fs.open(inode, flags)
+        return _file_info(fh, flags, keep_cache=self.fs.keep_cache(fh))
 
     @translate_errors
     async def read(self, fh, off, size):
@@ -158,7 +162,15 @@ class Operations(pyfuse3.Operations):
         self.fs.forget(inode_list)
 
 
-def _file_info(fh: int, flags: int) -> pyfuse3.FileInfo:
+def _invalidate_attrs(ino: int) -> None:
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=True)
+    except OSError:  # the kernel has forgotten the inode: nothing to invalidate
+        pass
+
+
+def _file_info(fh: int, flags: int, keep_cache: bool = True) -> pyfuse3.FileInfo:
     """O_DIRECT (QEMU's cache=none, fio --direct=1): the kernel passes reads and
-    writes through as they come instead of via its page cache."""
-    return pyfuse3.FileInfo(fh=fh, direct_io=bool(flags & os.O_DIRECT))
+    writes through as they come instead of via its page cache. Without keep_cache the
+    kernel drops the pages it has of the file (another version's) at this open."""
+    return pyfuse3.FileInfo(fh=fh, direct_io=bool(flags & os.O_DIRECT), keep_cache=keep_cache)

@@ -23,6 +23,13 @@ class Inode:
     open_handles: int = 0
     attached: bool = True  # False once unlinked/replaced: no name any more
     pinned: bool = False  # the mount holds data or attributes of it not yet committed: keep it
+    # The version (ETag) whose bytes the kernel's page cache may hold for it: None if
+    # nothing was served, MIXED if they may come from several (fs/filesystem.py, open).
+    kernel_pages: str | None = None
+    kernel_size: int = -1  # the size the kernel was last told (-1: none yet)
+
+
+MIXED = "*"
 
 
 @dataclass
@@ -46,6 +53,15 @@ class InodeTable:
 
     def children(self, parent: int) -> list[Inode]:
         return [self._by_ino[i] for i in self._children.get(parent, {}).values()]
+
+    def lookup_path(self, path: str) -> Inode | None:
+        """The inode known for an attached path ('a/b/c'), if any."""
+        inode = self._by_ino[ROOT_INO]
+        for name in path.split("/") if path else []:
+            inode = self.child(inode.ino, name)
+            if inode is None:
+                return None
+        return inode
 
     def path(self, inode: Inode) -> str:
         """'a/b/c' for an attached inode; the root is ''."""

@@ -33,9 +33,14 @@ class _Chunk:
 
 
 class Prefetcher:
+    """Reads of one version of the object: every GET carries the ETag its size came
+    from (If-Match, when known), so bytes of another version are never mixed in: the
+    read raises errors.Changed instead."""
+
     def __init__(self, store: ObjectStore, key: Callable[[], str], size: int, cfg: ReadConfig,
-                 nursery: trio.Nursery, budget: MemoryBudget | None = None):
+                 nursery: trio.Nursery, budget: MemoryBudget | None = None, etag: str | None = None):
         self._store, self._key, self.size, self._cfg = store, key, size, cfg
+        self.etag = etag
         self._budget = budget
         self._nursery = nursery
         self._chunks: dict[int, _Chunk] = {}
@@ -54,7 +59,7 @@ class Prefetcher:
             self._drop(lambda i: True)
             self._window = 1
             self._next = end
-            return await self._store.get_range(self._key(), offset, end)
+            return await self._store.get_range(self._key(), offset, end, self.etag)
         if first != self._current:  # entered a new chunk sequentially: look further ahead
             self._current = first
             self._window = min(self._window * 2, self._cfg.max_readahead_chunks)
@@ -92,7 +97,7 @@ class Prefetcher:
     async def _fetch(self, chunk: _Chunk, start: int, end: int) -> None:
         with chunk.scope:
             try:
-                chunk.data = await self._store.get_range(self._key(), start, end)
+                chunk.data = await self._store.get_range(self._key(), start, end, self.etag)
             except FsError as e:
                 chunk.error = e
         if chunk.scope.cancelled_caught and chunk.error is None:

@@ -62,7 +62,8 @@ class ObjectStore(Protocol):
                         token: str | None = None, max_keys: int = 1000) -> ListPage: ...
 
     async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
-        """Bytes [start, end) of the object; ``etag`` makes it fail if the object changed."""
+        """Bytes [start, end) of the object; ``etag`` (If-Match) raises errors.Changed if
+        another version is there now."""
 
     async def put(self, key: str, body: bytes, metadata: dict[str, str],
                   content_type: str | None = None) -> str: ...

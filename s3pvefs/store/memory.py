@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from s3pvefs.errors import StoreError
+from s3pvefs.errors import Changed, StoreError
 from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 
@@ -116,7 +116,7 @@ class MemoryStore(ListAll):
         if obj is None:
             raise StoreError(f"GET {key}: no such key", code="NoSuchKey")
         if etag is not None and obj.etag != etag:
-            raise StoreError(f"GET {key}: changed", code="PreconditionFailed")
+            raise Changed(f"GET {key}: the object changed (If-Match {etag})")
         self.ranges.append((key, start, end))
         return bytes(obj.data[start:end])
 

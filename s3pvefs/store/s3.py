@@ -31,7 +31,7 @@ from aiobotocore.httpxsession import HttpxSession
 
 from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
-from s3pvefs.errors import StoreError
+from s3pvefs.errors import Changed, StoreError
 from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 log = logging.getLogger(__name__)
@@ -424,7 +424,12 @@ class S3Store(ListAll):
             kwargs["IfMatch"] = etag
         with self._bounded("get_object", key, end - start):
             for attempt in range(1, self._max_attempts + 1):
-                resp = await self._call("get_object", key, **kwargs)
+                try:
+                    resp = await self._call("get_object", key, **kwargs)
+                except StoreError as e:
+                    if etag and e.code in ("PreconditionFailed", "412"):
+                        raise Changed(f"get_object {key}: the object changed (If-Match {etag})") from None
+                    raise
                 try:
                     async with resp["Body"] as body:
                         data = await body.read()

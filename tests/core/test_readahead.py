@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
+
 
 from s3pvefs.config import MiB, ReadConfig, WriteConfig
+from s3pvefs.errors import Stale
 from tests.core.helpers import ROOT, HugeBytes
 
 SMALL = WriteConfig(multipart_threshold=6 * MiB, min_part_size=5 * MiB, upload_concurrency=2)
@@ -80,3 +83,42 @@ def test_4k_read_in_the_middle_of_a_50_gib_object_fetches_4k(run):
         await fs.release(fh)
 
     run(body)
+
+
+def test_reads_carry_the_etag_and_switch_whole_to_a_replacement(run):
+    """Another writer replaces the object under an open handle: a reader that got nothing
+    yet reads the new version whole (the kernel is told the size grew); one that got
+    part of the old one gets ESTALE, never new bytes after old ones."""
+    old, new = b"O" * (3 * MiB), b"N" * (5 * MiB)
+
+    async def body(fs, store):
+        told = []
+        fs.kernel_attrs_stale = told.append
+        store.put_outside("pve/f", old)
+        inode, s = await fs.lookup(ROOT, b"f")
+        fs.told_kernel(inode.ino, s)
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        store.put_outside("pve/f", new)  # our attributes still say the old version
+        got = await fs.read(fh, 0, 8 * MiB)
+        assert got == new
+        assert told == [inode.ino]  # longer than the kernel knows: it must ask again
+        await fs.release(fh)
+
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        assert await fs.read(fh, 0, MiB) == new[:MiB]
+        store.put_outside("pve/f", old)
+        with pytest.raises(Stale):
+            offset = MiB
+            while piece := await fs.read(fh, offset, MiB):  # chunks fetched ahead are the new version
+                assert piece == new[offset:offset + len(piece)]
+                offset += len(piece)
+        await fs.release(fh)
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        assert not fs.keep_cache(fh)  # the kernel's pages may be of two versions: dropped
+        assert await fs.read(fh, 0, 8 * MiB) == old
+        await fs.release(fh)
+        fh = await fs.open(inode.ino, os.O_RDONLY)
+        assert fs.keep_cache(fh)  # unchanged since: the kernel's pages are this version
+        await fs.release(fh)
+
+    run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=1))
