@@ -44,7 +44,7 @@ class StoreConfig:
     # Content-MD5 on every PUT and part, hashed in a worker thread; the header is signed,
     # so SigV4 need not hash the body too (on the event loop: a quarter of its time).
     content_md5: bool = True
-    max_connections: int = 32
+    max_connections: int = 64  # header reads of listings use up to 48 (namespace/headers.py)
     # aws, ceph, minio, wasabi, b2, r2: sets the provider's known quirks (PRESETS) for
     # every setting left at its default; "" = none.
     provider: str = ""

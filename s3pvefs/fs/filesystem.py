@@ -39,6 +39,7 @@ from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.resolver import Resolver
 from s3pvefs.namespace.stat import DIR, FILE, SYMLINK, Defaults, Stat, encode_metadata, implicit_dir, new_stat, now_ns
 from s3pvefs.read.prefetcher import Prefetcher
+from s3pvefs.read.smallbodies import SmallBodies
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.cachespace import CacheSpace
@@ -77,7 +78,9 @@ class Filesystem:
         self._handles: dict[int, FileHandle | DirHandle] = {}
         self._next_fh = 1
         self.hidden = HiddenObjects()
-        self.resolver = Resolver(store, self.keys, self.cache, self.defaults, self.hidden, nursery, config.cache)
+        self.bodies = SmallBodies()
+        self.resolver = Resolver(store, self.keys, self.cache, self.defaults, self.hidden, nursery, config.cache,
+                                 self.bodies)
         # "staging" on disk: where earlier versions left what the next mount recovers
         self.writeback_dir = os.path.join(config.resolved_cache_dir(), "staging", config.mount_id())
         self._recovered_dir = os.path.join(config.resolved_cache_dir(), "recovered")
@@ -442,6 +445,7 @@ class Filesystem:
                 h.prefetcher.close()
             s = await self.getattr(inode.ino)
             h.prefetcher = self._prefetcher(inode, s.size, s.etag)
+            h.prefetcher.body = self.bodies.get(self.keys.key(self.path(inode)), s.etag)
             self._kernel_size_at_least(inode, s.size)
         p = h.prefetcher
         try:

@@ -8,7 +8,9 @@ other kinds is needed. Callers ask one name at a time (`ls -l`, Proxmox's conten
 views stat every archive in turn); each ask also starts the names after it in the
 listing's order (READ_AHEAD of them, CONCURRENCY at once), so a whole directory
 costs one request per name, in parallel, and the next asks find theirs already
-under way or done.
+under way or done. A small file is read by one GET instead of its HEAD: its body
+comes with its headers and is kept (read/smallbodies.py), so reading it after costs
+nothing (Proxmox reads every `.notes` after the stat).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from s3pvefs.errors import StoreError
 from s3pvefs.namespace.keys import KeyMapper, join_path
 from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
 from s3pvefs.namespace.stat import DIR, FILE, Defaults, Stat, decode, implicit_dir, now_ns
+from s3pvefs.read.smallbodies import SMALL_FILE, SmallBodies
 from s3pvefs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
 READ_AHEAD = 128  # names after the asked one whose headers are started with it
-CONCURRENCY = 32  # HEADs in flight for listings, whole mount
+CONCURRENCY = 48  # HEADs in flight for listings, whole mount (within store.max_connections)
 
 
 class _Pending:
@@ -41,10 +44,12 @@ class _Pending:
 class HeaderReader:
     def __init__(self, store: ObjectStore, keys: KeyMapper, cache: MetaCache, defaults: Defaults,
                  nursery: trio.Nursery, hidden: Callable[[str, str | None], bool],
-                 read_ahead: int = READ_AHEAD, concurrency: int = CONCURRENCY):
+                 bodies: SmallBodies | None = None, read_ahead: int = READ_AHEAD,
+                 concurrency: int = CONCURRENCY):
         self._store, self._keys, self._cache, self._defaults = store, keys, cache, defaults
         self._nursery = nursery
         self._hidden = hidden  # (key, etag) -> an unlinked file still open: not a name any more
+        self._bodies = bodies
         self._read_ahead = read_ahead
         self._limiter = trio.CapacityLimiter(concurrency)
         self._pending: dict[str, _Pending] = {}
@@ -56,7 +61,7 @@ class HeaderReader:
         headers; None if the key no longer says so (the caller asks S3 in full)."""
         pending = self._pending.get(path)
         if pending is None:
-            pending = self._start(path, listed.kind)
+            pending = self._start(path, listed)
         self._read_ahead_of(path)
         await pending.done.wait()
         if pending.error is not None:
@@ -73,7 +78,7 @@ class HeaderReader:
             listed = listing.entries.get(name) if listing is not None else None
             if listed is None:
                 continue
-            waits.append(self._pending.get(path) or self._start(path, listed.kind))
+            waits.append(self._pending.get(path) or self._start(path, listed))
         for pending in waits:
             await pending.done.wait()
             if pending.error is not None:
@@ -92,7 +97,7 @@ class HeaderReader:
                 continue
             listed = listing.entries.get(other)
             if listed is not None and not listed.complete:
-                self._start(other_path, listed.kind)
+                self._start(other_path, listed)
 
     def _sorted(self, directory: str, listing: Listing) -> list[str]:
         count, names = self._order.get(directory, (-1, []))
@@ -103,23 +108,29 @@ class HeaderReader:
                 self._order.pop(next(iter(self._order)))
         return names
 
-    def _start(self, path: str, kind: str) -> _Pending:
+    def _start(self, path: str, listed: Stat) -> _Pending:
         pending = self._pending[path] = _Pending()
-        self._nursery.start_soon(self._head, path, kind, pending)
+        self._nursery.start_soon(self._head, path, listed, pending)
         return pending
 
-    async def _head(self, path: str, kind: str, pending: _Pending) -> None:
+    async def _head(self, path: str, listed: Stat, pending: _Pending) -> None:
         try:
             async with self._limiter:
                 self.requests += 1
-                if kind == DIR:
+                if listed.kind == DIR:
                     marker = await self._store.head(self._keys.dir_prefix(path))
                     # the listing saw the prefix: a directory with or without a marker
                     pending.result = decode(marker, DIR, self._defaults) if marker is not None \
                         else implicit_dir(self._defaults, now_ns())
                 else:
                     key = self._keys.key(path)
-                    info = await self._store.head(key)
+                    if self._bodies is not None and listed.size <= SMALL_FILE:
+                        whole = await self._store.get_whole(key)
+                        info = whole[0] if whole is not None else None
+                        if whole is not None:
+                            self._bodies.put(key, whole[0].etag, whole[1])
+                    else:
+                        info = await self._store.head(key)
                     if info is not None and not self._hidden(key, info.etag):
                         pending.result = decode(info, FILE, self._defaults)
             if pending.result is not None:

@@ -23,16 +23,18 @@ from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, join_path, listable_name
 from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
 from s3pvefs.namespace.stat import DIR, FILE, SYMLINK, Defaults, Stat, decode, implicit_dir, now_ns
+from s3pvefs.read.smallbodies import SmallBodies
 from s3pvefs.store.base import ObjectStore
 
 
 class Resolver:
     def __init__(self, store: ObjectStore, keys: KeyMapper, cache: MetaCache, defaults: Defaults,
-                 hidden: HiddenObjects, nursery: trio.Nursery, cfg: CacheConfig):
+                 hidden: HiddenObjects, nursery: trio.Nursery, cfg: CacheConfig,
+                 bodies: SmallBodies | None = None):
         self.store, self.keys, self.cache, self.defaults, self.hidden = store, keys, cache, defaults, hidden
         self.cfg = cfg
         self.fresh = Freshness(self.fetch_stat, cache, nursery, cfg.stale_answer_after)
-        self.headers = HeaderReader(store, keys, cache, defaults, nursery, hidden=hidden.is_hidden)
+        self.headers = HeaderReader(store, keys, cache, defaults, nursery, hidden=hidden.is_hidden, bodies=bodies)
 
     # ------------------------------------------------------------------ names
     async def stat(self, path: str) -> Stat | None:

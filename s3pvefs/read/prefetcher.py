@@ -41,6 +41,7 @@ class Prefetcher:
                  nursery: trio.Nursery, budget: MemoryBudget | None = None, etag: str | None = None):
         self._store, self._key, self.size, self._cfg = store, key, size, cfg
         self.etag = etag
+        self.body: bytes | None = None  # the whole object, read with its headers (smallbodies.py)
         self._budget = budget
         self._nursery = nursery
         self._chunks: dict[int, _Chunk] = {}
@@ -52,6 +53,8 @@ class Prefetcher:
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
+        if self.body is not None:
+            return self.body[offset:end]
         c = self._cfg.chunk_size
         first, last = offset // c, (end - 1) // c
         if offset != self._next and not all(i in self._chunks for i in range(first, last + 1)):

@@ -58,6 +58,9 @@ class ObjectStore(Protocol):
 
     async def head(self, key: str) -> ObjectInfo | None: ...
 
+    async def get_whole(self, key: str) -> tuple[ObjectInfo, bytes] | None:
+        """A small object with its headers, in one GET (instead of a HEAD and a GET)."""
+
     async def list_page(self, prefix: str, delimiter: str | None = "/",
                         token: str | None = None, max_keys: int = 1000) -> ListPage: ...
 

@@ -82,6 +82,14 @@ class MemoryStore(ListAll):
         obj = self.objects.get(key)
         return None if obj is None else self._info(key, obj, True)
 
+    async def get_whole(self, key):
+        await self._enter("get")
+        obj = self.objects.get(key)
+        if obj is None:
+            return None
+        self.ranges.append((key, 0, len(obj.data)))
+        return self._info(key, obj, True), bytes(obj.data)
+
     async def list_page(self, prefix, delimiter="/", token=None, max_keys=1000):
         await self._enter("list")
         objects, prefixes = [], set()

@@ -403,6 +403,22 @@ class S3Store(ListAll):
             raise
         return _info(key, resp, True)
 
+    async def get_whole(self, key):
+        with self._bounded("get_object", key, 0):
+            try:
+                resp = await self._call("get_object", key, Key=key)
+            except StoreError as e:
+                if e.code in _NOT_FOUND:
+                    return None
+                raise
+            try:
+                async with resp["Body"] as body:
+                    data = await body.read()
+            except (botocore.exceptions.BotoCoreError, OSError) as e:
+                raise translate_error("get_object", key, e) from None
+        self.bytes_received += len(data)
+        return _info(key, resp, True), data
+
     async def list_page(self, prefix, delimiter="/", token=None, max_keys=1000):
         kwargs = {"Prefix": prefix, "MaxKeys": max_keys}
         if delimiter:

@@ -10,7 +10,7 @@ import pytest
 from s3pvefs.config import CacheConfig, MountOptions
 from s3pvefs.errors import NotFound
 from tests.core.conftest import FakeClock
-from tests.core.helpers import ROOT, make_file, names
+from tests.core.helpers import ROOT, make_file, names, read_all
 
 N = 2500
 
@@ -121,8 +121,9 @@ def test_listing_answers_lookups_of_2500_files(run):
             await fs.lookup(big.ino, b"not-there")
         # A lookup hands the kernel the attributes it checks access against: the
         # headers, read once per listed name (the file key, or the marker of "sub");
-        # never the HEAD name/ + LIST name/ probe of a name the listing explained.
-        assert store.calls["head"] == N + 1
+        # never the HEAD name/ + LIST name/ probe of a name the listing explained. These
+        # files are small: one GET brings each one's body with its headers.
+        assert store.calls["head"] == 1 and store.calls["get"] == N
         assert total(store) == N + 1
         store.reset_counts()
         for i in range(N):  # again, within the TTLs: nothing
@@ -133,6 +134,16 @@ def test_listing_answers_lookups_of_2500_files(run):
         dh = await fs.opendir(big.ino)
         fs.releasedir(dh)
         assert total(store) == 0
+        # their bodies came with their headers: reading them (Proxmox's .notes) costs nothing
+        for i in range(0, N, 97):
+            inode, _ = await fs.lookup(big.ino, f"f{i:04d}".encode())
+            assert await read_all(fs, inode.ino) == b"x" * (i % 97)
+        assert total(store) == 0
+        # another version at the key is never served from what was kept
+        store.put_outside("pve/big/f0001", b"new")
+        fs.cache.invalidate_tree("big")  # as when the TTLs expire
+        inode, _ = await fs.lookup(big.ino, b"f0001")
+        assert await read_all(fs, inode.ino) == b"new"
 
     run(body)
 
@@ -290,9 +301,9 @@ def test_small_directories_are_listed_with_their_headers(run):
         store.reset_counts()
         assert {n: s.mode for n, s in (await names(fs, snippets.ino)).items()} == \
             {f"s{i}.sh": st.S_IFREG | 0o755 for i in range(3)}
-        assert store.calls["head"] == 3
+        assert store.calls["head"] + store.calls["get"] == 3  # small files: a GET each
         store.reset_counts()
         assert len(await names(fs, dump.ino)) == 65  # above listing_heads_below (64): LIST only
-        assert store.calls["head"] == 0
+        assert store.calls["head"] + store.calls["get"] == 0
 
     run(body)
