@@ -143,8 +143,9 @@ class MountOptions:
     dir_mode: int = field(default=0o755, metadata=_MODE)
     capacity: int = field(default=1 * PiB, metadata=_SIZE)  # what statfs reports
     # Seconds between background counts of the bytes under the prefix (a LIST of every
-    # object) that statfs then reports as used; 0: never count, report nothing used.
-    usage_interval: float = 0.0
+    # object: 1,000 requests per million objects) that statfs then reports as used; this
+    # mount's own changes count at once; 0: never count, report nothing used.
+    usage_interval: float = 21600.0
     metrics_port: int = 0  # Prometheus metrics on 127.0.0.1:PORT/metrics; 0 = off
     # At mount, abort multipart uploads under the prefix with no part for this long
     # (left by a killed daemon); 0 = never. Idle, so other nodes' uploads are safe.

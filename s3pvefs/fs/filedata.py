@@ -73,7 +73,9 @@ class FileContext:
     space: CacheSpace  # local disk of the write-back caches
     writeback_dir: str  # where the caches and their journals are
     hidden: HiddenObjects
-    committed: Callable[[str, Stat], None]  # (path, stat): the metadata cache learns of a commit
+    # (path, stat, size of the object it replaced or 0): the metadata cache and the usage
+    # meter learn of a commit
+    committed: Callable[[str, Stat, int], None]
     uploads: UploadLog  # this daemon's uploads, for the next mount
 
 
@@ -425,7 +427,7 @@ class FileData:
             else:
                 await self.ctx.store.put(key, b"", meta)
             self.ctx.hidden.unhide(key)  # an unlinked file hidden there lost its object
-            self.remote_size = self.stat.size
+            replaced, self.remote_size = self.remote_size or 0, self.stat.size
             self.stat = self.stat.with_(etag=None)  # the new object's ETag is not known here
             if self.failed_since is not None:
                 log.warning("committed %s, %.0f s after its commit first failed", self.path,
@@ -435,7 +437,7 @@ class FileData:
                 self.dirty = False
                 self.cancel_timer()  # nothing left for a commit an fsync put off
             if self.path is not None:
-                self.ctx.committed(self.path, self.stat)
+                self.ctx.committed(self.path, self.stat, replaced)
 
     async def _commit_cache(self, key: str, meta: dict[str, str]) -> None:
         cache = self.cache

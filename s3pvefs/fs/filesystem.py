@@ -185,9 +185,11 @@ class Filesystem:
             inode.pinned = False
             self.table.drop_if_unused(inode)
 
-    def _committed(self, path: str, s: Stat) -> None:
-        """A file's commit reached S3: the metadata cache says what is there now, and
-        the kernel's pages of it (written or read here) are that version."""
+    def _committed(self, path: str, s: Stat, replaced: int = 0) -> None:
+        """A file's commit reached S3: the metadata cache says what is there now, the
+        kernel's pages of it (written or read here) are that version, and the usage
+        counts its new size instead of the old."""
+        self.usage.changed(self.keys.key(path), s.size - replaced)
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
         inode = self.table.lookup_path(path)
@@ -308,17 +310,31 @@ class Filesystem:
 
     # ------------------------------------------------------------------ directories
     async def opendir(self, ino: int) -> int:
-        inode = self._dir(ino)
-        entries = await self.resolver.entries(self.path(inode))
-        for child in self.table.children(ino):
+        """A directory handle with its snapshot taken (the core's tests read it at once)."""
+        fh = self.opendir_unread(ino)
+        await self.read_dir(fh)
+        return fh
+
+    def opendir_unread(self, ino: int) -> int:
+        """A directory handle whose snapshot the first read_dir takes: opening a
+        directory asks nothing of S3."""
+        return self._new_handle(DirHandle(self._dir(ino)))
+
+    async def read_dir(self, fh: int) -> None:
+        """Take the handle's snapshot, unless it has one."""
+        h = self._handle(fh, DirHandle)
+        if h.entries is not None:
+            return
+        entries = await self.resolver.entries(self.path(h.inode))
+        for child in self.table.children(h.inode.ino):
             data = self.files.get(child.ino)
             if data is not None and data.attached:  # created or changed here, not committed yet
                 entries[child.name] = data.stat
-        return self._new_handle(DirHandle(inode, sorted(entries.items())))
+        h.entries = sorted(entries.items())
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Inode, Stat]]:
-        """(next offset, name, inode, attributes) from offset start. The caller counts
-        a lookup with ``remember`` only for entries the kernel accepted."""
+        """(next offset, name, inode, attributes) from offset start (after read_dir). The
+        caller counts a lookup with ``remember`` only for entries the kernel accepted."""
         h = self._handle(fh, DirHandle)
         for offset in range(start, len(h.entries)):
             name, s = h.entries[offset]
@@ -603,6 +619,8 @@ class Filesystem:
                 data.hide(etag)
         elif remote:
             await self.store.delete(key)
+        if remote:  # deleted now, or once its last handle closes
+            self.usage.changed(key, -(data.remote_size or 0 if data is not None else s.size))
         if data is not None and not self.hidden.holds(key, data):
             data.remote_size = None  # no object of its own any more
         self.cache.invalidate(path)
@@ -619,6 +637,7 @@ class Filesystem:
         path = join_path(self.path(parent), name)
         s = new_stat(SYMLINK, 0o777, uid, gid, size=len(target))
         await self.store.put(self.keys.key(path), target, encode_metadata(s))
+        self.usage.changed(self.keys.key(path), len(target))
         self.hidden.unhide(self.keys.key(path))
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
@@ -677,6 +696,8 @@ class Filesystem:
                 # Its upload is at the key the source lands on: it can never be committed.
                 replaced_data.stream.fail(Stale("file was replaced while open"))
             src_key, dst_key = self.keys.key(src_path), self.keys.key(dst_path)
+            if dst is not None:
+                self.usage.changed(dst_key, -dst.size)  # its object is overwritten
             data = self.files.get(src_inode.ino)
             if data is not None:
                 await data.move_to(dst_key, dst_path, replacing=dst is not None)

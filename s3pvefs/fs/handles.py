@@ -22,4 +22,6 @@ class FileHandle:
 @dataclass(eq=False)
 class DirHandle:
     inode: Inode
-    entries: list[tuple[str, Stat]]  # snapshot taken at opendir; offsets index into it
+    # The snapshot offsets index into: taken at the first readdir, not at opendir (`df`
+    # opens the mountpoint and closes it again; that must not wait for a LIST).
+    entries: list[tuple[str, Stat]] | None = None

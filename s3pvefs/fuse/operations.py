@@ -135,10 +135,11 @@ class Operations(pyfuse3.Operations):
 
     @translate_errors
     async def opendir(self, inode, ctx):
-        return await self.fs.opendir(inode)
+        return self.fs.opendir_unread(inode)  # `df` opens the mountpoint: no LIST for that
 
     @translate_errors
     async def readdir(self, fh, start_id, token):
+        await self.fs.read_dir(fh)
         for next_id, name, inode, s in self.fs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._attrs(inode.ino, s),
                                          next_id):

@@ -82,6 +82,13 @@ def check_outage(m, what: str) -> None:
             assert ok is True, (p, ok)
             assert seconds < 1.0, f"{p} took {seconds} s with the endpoint {what}"
 
+    # df (admins, scripts) opens the mountpoint before its statfs: answered locally too
+    for cmd in (f"df {m.mp}", f"df -h {m.mp}/dump", "df"):
+        rc, seconds, err = timed(cmd, timeout=30)
+        print(f"{what}: `{cmd.replace(m.mp, '')}` answered in {seconds:.3f} s")
+        assert rc == 0, err
+        assert seconds < 1.0, f"`{cmd}` took {seconds:.1f} s with the endpoint {what}"
+
     # Operations that need S3: a file put by another node (never seen here), a listing,
     # a new file. (A file this mount wrote may still be answered from the page cache.)
     for cmd in (f"cat {m.path('dump', 'other-node.log')} > /dev/null", f"ls {m.path('images')}",

@@ -1,5 +1,6 @@
-"""statfs on a real mount: df shows the configured capacity, and with usage_interval
-the bytes under the prefix counted in the background (first count at mount)."""
+"""statfs on a real mount: df shows the configured capacity less the bytes under the
+prefix, counted in the background at mount and every usage_interval (6 h), with this
+mount's own writes and deletes applied as they happen; usage_interval=0: none counted."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def df(path: str) -> tuple[int, int, int]:
 
 
 def test_df_shows_capacity_and_counted_usage(mount):
-    m = mount(["capacity=10G", "usage_interval=60"])
+    m = mount(["capacity=10G"])  # usage counted by default
     assert df(m.mp) == (10 << 30, 0, 10 << 30)  # empty bucket
     m.put("dump/vzdump-qemu-100-2026_11_24-01_00_00.vma.zst", b"x" * (3 << 20))
     m.put("template/iso/debian.iso", b"y" * (5 << 20))
@@ -34,8 +35,20 @@ def test_df_shows_capacity_and_counted_usage(mount):
     st = os.statvfs(m.mp)
     assert st.f_blocks > 0 and st.f_frsize > 0  # Proxmox calls a storage with 0 here dead
 
+    # this mount's own changes count at once, without a recount
+    subprocess.run(["dd", "if=/dev/zero", f"of={m.path('dump', 'new.vma.zst')}", "bs=1M", "count=4",
+                    "status=none"], check=True)
+    assert df(m.mp)[1] == 12 << 20
+    os.rename(m.path("dump", "new.vma.zst"), m.path("dump", "renamed.vma.zst"))
+    assert df(m.mp)[1] == 12 << 20
+    os.unlink(m.path("template", "iso", "debian.iso"))
+    assert df(m.mp)[1] == 7 << 20
+    with open(m.path("dump", "renamed.vma.zst"), "r+b") as f:
+        f.truncate(1 << 20)
+    assert df(m.mp)[1] == 4 << 20
+
 
 def test_df_without_usage_counting_is_the_capacity(mount):
-    m = mount(["capacity=2T"])
+    m = mount(["capacity=2T", "usage_interval=0"])
     m.put("dump/a", b"x" * 1000)
     assert df(m.mp) == (2 << 40, 0, 2 << 40)
