@@ -30,6 +30,13 @@ class HiddenObjects:
     def any_under(self, prefix: str) -> bool:
         return any(k.startswith(prefix) for k in self._by_key)
 
+    def seen_by(self, prefix: str):
+        """is_hidden for the answer of a LIST of prefix about to be sent: an object
+        hidden when it was sent counts as hidden still (its last close may delete it
+        and unhide it while the LIST is under way, and the answer may predate the delete)."""
+        then = {k: e for k, (e, _) in self._by_key.items() if k.startswith(prefix)}
+        return lambda key, etag: self.is_hidden(key, etag) or (etag is not None and then.get(key) == etag)
+
     def keys(self) -> list[str]:
         return list(self._by_key)
 

@@ -57,6 +57,7 @@ class Resolver:
             if s is not None:
                 return s
         key, prefix = self.keys.key(path), self.keys.dir_prefix(path)
+        hidden = self.hidden.seen_by(key)  # key and everything under key/
         found: dict[str, object] = {}
 
         async def head_file():
@@ -74,13 +75,13 @@ class Resolver:
                 n.start_soon(head_marker)
                 n.start_soon(list_prefix)
         page, marker, info = found["list"], found["marker"], found["file"]
-        children = [o for o in page.objects if o.key != prefix and not self.hidden.is_hidden(o.key, o.etag)]
+        children = [o for o in page.objects if o.key != prefix and not hidden(o.key, o.etag)]
         busy = bool(children or page.prefixes)
         if marker is None and self.hidden.any_under(prefix):  # maybe only unlinked files still open
             busy = await self.has_visible(prefix, marker=False)
         if marker is not None or busy:
             s = decode(marker, DIR, self.defaults) if marker else implicit_dir(self.defaults, now_ns())
-        elif info is not None and not self.hidden.is_hidden(key, info.etag):
+        elif info is not None and not hidden(key, info.etag):
             s = decode(info, FILE, self.defaults)
         else:
             self.cache.put_negative(path)
@@ -124,6 +125,7 @@ class Resolver:
         files: dict[str, Stat] = {}
         dirs: dict[str, Stat] = {}
         t = now_ns()
+        hidden = self.hidden.seen_by(prefix)
         async for page in self.store.list_all(prefix, "/"):
             for p in page.prefixes:
                 name = p[len(prefix):-1]
@@ -133,7 +135,7 @@ class Resolver:
                     dirs.setdefault(name, implicit_dir(self.defaults, t).with_(complete=False))
             for o in page.objects:
                 rest = o.key[len(prefix):]
-                if not rest or self.hidden.is_hidden(o.key, o.etag):
+                if not rest or hidden(o.key, o.etag):
                     continue
                 if rest.endswith(FOLDER_SUFFIX):
                     name = rest[: -len(FOLDER_SUFFIX)]
@@ -166,8 +168,9 @@ class Resolver:
         prefix = self.keys.dir_prefix(path)
         if self.hidden.any_under(prefix):
             return not await self.has_visible(prefix, marker=False)
+        hidden = self.hidden.seen_by(prefix)
         page = await self.store.list_page(prefix, "/", None, 3)
-        others = [o for o in page.objects if o.key != prefix and not self.hidden.is_hidden(o.key, o.etag)]
+        others = [o for o in page.objects if o.key != prefix and not hidden(o.key, o.etag)]
         return not others and not page.prefixes
 
     async def has_visible(self, prefix: str, *, marker: bool) -> bool:
@@ -175,8 +178,9 @@ class Resolver:
         open); the prefix's own marker counts if ``marker``. A full LIST, so only for
         prefixes that hold hidden keys: a delimited LIST shows such a prefix even when
         nothing else is left in it."""
+        hidden = self.hidden.seen_by(prefix)
         async for page in self.store.list_all(prefix, None):
-            if any((marker or o.key != prefix) and not self.hidden.is_hidden(o.key, o.etag)
+            if any((marker or o.key != prefix) and not hidden(o.key, o.etag)
                    for o in page.objects):
                 return True
         return False
@@ -184,6 +188,7 @@ class Resolver:
     async def objects_under(self, path: str) -> list:
         """Every object under the directory at path (not hidden ones): a directory rename."""
         out = []
+        hidden = self.hidden.seen_by(self.keys.dir_prefix(path))
         async for page in self.store.list_all(self.keys.dir_prefix(path), None):
-            out += [o for o in page.objects if not self.hidden.is_hidden(o.key, o.etag)]
+            out += [o for o in page.objects if not hidden(o.key, o.etag)]
         return out

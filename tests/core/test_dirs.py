@@ -165,3 +165,28 @@ def test_unlistable_names_are_skipped(run):
         assert set(await names(fs, ROOT)) == {"ok"}
 
     run(body)
+
+
+def test_rmdir_while_the_last_close_of_an_unlinked_file_deletes_it(run):
+    """The release of an unlinked open file deletes its object (and stops hiding it)
+    while rmdir's LIST is under way: the LIST's answer, taken before the delete, must
+    not make the directory look full (issue 15.6, seen under load)."""
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"d", 0o755, 0, 0)
+        ino = await make_file(fs, d.ino, b"f", b"x" * 1000)
+        fh = await fs.open(ino, os.O_RDONLY)
+        await fs.read(fh, 0, 10)
+        await fs.unlink(d.ino, b"f")
+        assert "pve/d/f" in store.objects  # hidden, still there for the open handle
+        real = store.list_page
+
+        async def list_page(prefix, *args, **kwargs):
+            page = await real(prefix, *args, **kwargs)
+            if prefix == "pve/d/":
+                await fs.release(fh)  # the last close arrives while the LIST answer is on its way
+            return page
+        store.list_page = list_page
+        await fs.rmdir(ROOT, b"d")
+        assert keys(store) == []
+
+    run(body)
