@@ -21,6 +21,7 @@ import itertools
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import statistics
@@ -39,6 +40,7 @@ IPTABLES = (("iptables", "ip6tables"), ("iptables-legacy", "ip6tables-legacy"))
 # queued and throttle a bulk transfer (16 MiB/s at 30 ms); by INPUT loopback has
 # orphaned it (87 MiB/s, then window-bound by tcp_wmem's 4 MiB).
 CHAIN = "INPUT"
+HOST_TAG = "s3pvefs-bench-latency"  # comment on host-mode rules, so a dead run's can be found
 _SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
 _serial = itertools.count()
 
@@ -89,10 +91,15 @@ class Latency:
     """Delay TCP to and from 127.0.0.1:port (and [::1]:port) by rtt_ms/2 each way, inside a
     namespace of its own; run both ends there with prefix()."""
 
-    def __init__(self, rtt_ms: float, port: int, queue: int = 0):
+    def __init__(self, rtt_ms: float, port: int, queue: int = 0, host: bool = False):
+        """host=True: no namespace; the rules go on this host's loopback for that port
+        (for a server that cannot move into a namespace, e.g. the test Ceph RGW);
+        prefix() is then empty. Only one such instance at a time."""
         if rtt_ms < 0 or not 0 < port < 65536:
             raise ValueError(f"bench.latency: bad rtt {rtt_ms} or port {port}")
         self.rtt_ms, self.port, self.queue = rtt_ms, port, queue
+        self.host = host
+        self._rules: list[list[str]] = []
         self.name = f"{PREFIX}{os.getpid()}-{next(_serial)}"
         self.iptables: str | None = None  # backend that took the rules: "iptables v1.8.9 (nf_tables)"
         self._netdelay: subprocess.Popen | None = None
@@ -102,7 +109,7 @@ class Latency:
     def prefix(self) -> list[str]:
         # nsenter --net, not `ip netns exec`: that also makes a new mount namespace, and a
         # FUSE mount made in it would be invisible outside.
-        return ["nsenter", f"--net={NETNS_DIR / self.name}"]
+        return [] if self.host else ["nsenter", f"--net={NETNS_DIR / self.name}"]
 
     def __enter__(self) -> Latency:
         if os.geteuid() != 0:
@@ -121,9 +128,12 @@ class Latency:
         binary = built.stdout.strip().splitlines()[-1]
         remove_stale(ip)
         try:
-            self._check(_run([ip, "netns", "add", self.name]), "ip netns add")
-            self._created = True
-            self._check(_run(self.prefix() + [ip, "link", "set", "lo", "up"]), "lo up")
+            if self.host:
+                _remove_host_rules()  # of an earlier run that died
+            else:
+                self._check(_run([ip, "netns", "add", self.name]), "ip netns add")
+                self._created = True
+                self._check(_run(self.prefix() + [ip, "link", "set", "lo", "up"]), "lo up")
             self._start_netdelay(binary)
             self._add_rules()
         except BaseException:
@@ -149,7 +159,8 @@ class Latency:
             if not v4 or not v6:
                 continue
             # --queue-bypass: should netdelay die, traffic flows undelayed instead of stopping.
-            rules = [[tool, "-w", "-A", CHAIN, "-p", "tcp", direction, str(self.port),
+            host_only = ["-i", "lo", "-m", "comment", "--comment", HOST_TAG] if self.host else []
+            rules = [[tool, "-w", "-A", CHAIN, "-p", "tcp", direction, str(self.port), *host_only,
                       "-j", "NFQUEUE", "--queue-num", str(self.queue), "--queue-bypass"]
                      for tool in tools for direction in ("--dport", "--sport")]
             for rule in rules:
@@ -157,14 +168,19 @@ class Latency:
                 if r.returncode:
                     errors.append(f"{' '.join(rule)}: {r.stderr.strip()}")
                     break
+                self._rules.append(rule)
             else:
                 self.iptables = _run([v4, "--version"]).stdout.strip()
                 return
-            for tool in tools:  # undo a half-done try
-                _run(self.prefix() + [tool, "-F", CHAIN])
+            self._delete_rules()  # undo a half-done try
         raise RuntimeError("bench.latency: no iptables backend took the NFQUEUE rules "
                            "(kernel needs NETFILTER_XT_TARGET_NFQUEUE, NETFILTER_NETLINK_QUEUE):\n"
                            + "\n".join(errors))
+
+    def _delete_rules(self) -> None:
+        for rule in reversed(self._rules):
+            _run(self.prefix() + [rule[0], "-w", "-D", *rule[3:]])
+        self._rules = []
 
     @staticmethod
     def _check(r: subprocess.CompletedProcess, what: str) -> None:
@@ -206,6 +222,8 @@ class Latency:
                 listener.wait()
 
     def __exit__(self, *exc) -> None:
+        if self.host:  # rules first: with no netdelay, --queue-bypass lets packets through anyway
+            self._delete_rules()
         if self._netdelay:
             self._netdelay.terminate()  # it accepts what it holds, then unbinds
             try:
@@ -220,6 +238,19 @@ class Latency:
             # alive, unnamed, until they exit.
             _run([self._ip, "netns", "del", self.name])
             self._created = False
+
+
+def _remove_host_rules() -> None:
+    """Rules a host-mode Latency left on this host (its process died)."""
+    for names in IPTABLES:
+        for tool in names:
+            path = shutil.which(tool, path=_SBIN_PATH)
+            if not path:
+                continue
+            listed = _run([path, "-w", "-S", CHAIN]).stdout.splitlines()
+            for line in listed:
+                if HOST_TAG in line and line.startswith("-A "):
+                    _run([path, "-w", "-D", *shlex.split(line)[1:]])
 
 
 def _parse_rtt(text: str) -> float:

@@ -79,16 +79,16 @@ def render(results: dict) -> tuple[str, dict]:
         rss = w["vm_hwm_bytes"] / MiB
         disk = w["peak_disk_bytes"] / MiB
         peer = {s: runs.get(s, {}).get("write", {}) for s in ("s3fs", "rclone")}
-        rows.append([f"write: daemon peak RSS (MiB)", "", f"{rss:.0f}",
+        rows.append(["write: daemon peak RSS (MiB)", "", f"{rss:.0f}",
                      *(f"{p['vm_hwm_bytes'] / MiB:.0f}" if "vm_hwm_bytes" in p else "-" for p in peer.values()),
                      "", "", "", "<=300 MiB (at 10 GiB)", verdict("write RSS", rss <= 300)])
-        rows.append([f"write: peak local disk (MiB)", "", f"{disk:.0f}",
+        rows.append(["write: peak local disk (MiB)", "", f"{disk:.0f}",
                      *(f"{p['peak_disk_bytes'] / MiB:.0f}" if "peak_disk_bytes" in p else "-" for p in peer.values()),
                      "", "", "", "0 bytes", verdict("write local disk", w["peak_disk_bytes"] == 0)])
     r = runs.get("s3pvefs", {}).get("read", {})
     if "vm_hwm_bytes" in r:
         peer = {s: runs.get(s, {}).get("read", {}) for s in ("s3fs", "rclone")}
-        rows.append([f"read: daemon peak RSS (MiB)", "", f"{r['vm_hwm_bytes'] / MiB:.0f}",
+        rows.append(["read: daemon peak RSS (MiB)", "", f"{r['vm_hwm_bytes'] / MiB:.0f}",
                      *(f"{p['vm_hwm_bytes'] / MiB:.0f}" if "vm_hwm_bytes" in p else "-" for p in peer.values()),
                      "", "", "", "", ""])
 

@@ -97,3 +97,38 @@ def test_content_view_costs_one_request_per_file_cold_and_none_warm(mount):
     assert lists <= -(-files // 1000) + 1, f"{lists} LISTs for one directory of {files} names"
     assert per_file <= 1.0, f"{per_file:.2f} requests per listed file after the listing (cold)"
     assert warm_requests == {}, f"a warm content view sent {warm_requests}"
+
+
+# ---------------------------------------------------------------- 30 ms away (slow tier)
+
+RTT_MS = 30
+
+
+@pytest.mark.slow
+def test_content_views_at_30ms_on_ceph(ceph_mount, ceph_server):
+    """The same pattern with 30 ms between the node and Ceph RGW (bench/latency.py: every
+    packet to and from the RGW port held half the round trip), for 500 and 2,000
+    backups. Targets for 500: cold <= 2 s, warm <= 0.3 s. (moto cannot be the server
+    here: it answers about 200 requests a second, whatever the client does.)"""
+    from bench.latency import Latency
+
+    figures = {}
+    for count in (500, 2000):
+        m = ceph_mount(["stat_ttl=60", "listing_ttl=60", "negative_ttl=60"])
+        bases = populate(m, count)
+        with Latency(RTT_MS, int(ceph_server.rsplit(":", 1)[1]), host=True) as lat:
+            rtt = lat.measure_rtt(samples=5)
+            assert RTT_MS * 0.8 <= rtt <= RTT_MS * 1.5 + 5, f"round trip {rtt:.1f} ms"
+            m.remount()  # cold
+            os.stat(m.path("dump"))
+            before = requests(m)
+            files, cold = content_view(m, bases)
+            cold_requests = diff(requests(m), before)
+            _, warm = content_view(m, bases)
+            m.umount()
+        figures[count] = (cold, warm)
+        print(f"\n{count} backups ({files} files), {rtt:.1f} ms to Ceph RGW: cold {cold:.2f} s "
+              f"({cold_requests}), warm {warm:.2f} s")
+    cold, warm = figures[500]
+    assert cold <= 2.0, f"cold content view of 500 backups took {cold:.2f} s at {RTT_MS} ms"
+    assert warm <= 0.3, f"warm content view of 500 backups took {warm:.2f} s at {RTT_MS} ms"
