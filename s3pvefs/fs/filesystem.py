@@ -406,7 +406,11 @@ class Filesystem:
         inode.lookups += 1
         self.cache.invalidate(path)
         inode.open_handles += 1
-        return self._new_handle(FileHandle(inode, writable=True, created=True)), inode, s
+        # The creating open's flush before any write commits nothing (a shell's `> f`),
+        # unless it cannot write at all: O_CREAT|O_RDONLY (Proxmox's .protected) commits
+        # the empty file at its close, like any other close.
+        may_write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        return self._new_handle(FileHandle(inode, writable=True, created=may_write)), inode, s
 
     async def open(self, ino: int, flags: int) -> int:
         inode = self._inode(ino)

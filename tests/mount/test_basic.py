@@ -465,8 +465,10 @@ def requests_since(m, before: dict[str, int]) -> dict[str, int]:
 
 def test_readdir_10000_foreign_objects(mount):
     """A listing is 10 LISTs; `ls -l` of a big directory reads each name's headers once
-    (one HEAD each, read ahead in parallel: the kernel gets no attributes unread)."""
-    m = mount()
+    (one HEAD each, or a GET for a small file, read ahead in parallel: the kernel gets no
+    attributes unread). TTLs long enough that nothing expires on a slow machine; no
+    usage count in the figures."""
+    m = mount(["stat_ttl=120", "listing_ttl=120", "negative_ttl=120", "usage_interval=0"])
     n = 10_000
     names = [f"obj-{i:05d}.dat" for i in range(n)]
     with ThreadPoolExecutor(16) as pool:
@@ -482,14 +484,15 @@ def test_readdir_10000_foreign_objects(mount):
     assert listing.get("list_objects_v2", 0) <= 12 and listing.get("head_object", 0) <= 2, listing
     before = status_requests(m)
     t0 = time.monotonic()
-    out = sh(f"ls -l {m.path('some')}").stdout.splitlines()  # 1,500: one HEAD each (moto: ~300 a second)
+    out = sh(f"ls -l {m.path('some')}").stdout.splitlines()  # 1,500: one GET each (moto: ~200 a second)
     took = time.monotonic() - t0
     assert out[0].startswith("total")
     assert len(out) == 1500 + 1
     assert sum(1 for line in out if line.startswith("-rw-r--r--")) == 1500
     used = requests_since(m, before)
     print(f"\nls -l of 1,500 foreign objects: {took:.1f} s, requests {used}")
-    assert used.get("head_object", 0) <= 1500 + 2 and used.get("list_objects_v2", 0) <= 4, used
+    assert used.get("head_object", 0) + used.get("get_object", 0) <= 1500 + 2, used
+    assert used.get("list_objects_v2", 0) <= 4, used
     s = os.stat(m.path("big", names[1234]))
     assert (s.st_mode, s.st_size, s.st_uid, s.st_gid) == (REG | 0o644, 10, 0, 0)
     assert stat.S_ISDIR(os.stat(m.path("big", "sub")).st_mode)

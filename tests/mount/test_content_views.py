@@ -77,7 +77,7 @@ def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def test_content_view_costs_one_request_per_file_cold_and_none_warm(mount):
-    m = mount(["stat_ttl=60", "listing_ttl=60", "negative_ttl=60"])
+    m = mount(["stat_ttl=60", "listing_ttl=60", "negative_ttl=60", "usage_interval=0"])
     bases = populate(m, 500)
     m.remount()  # cold: nothing cached, as on another node or after a reboot
     os.stat(m.path("dump"))  # the storage's directory itself, known before any content view
@@ -114,7 +114,7 @@ def test_content_views_at_30ms_on_ceph(ceph_mount, ceph_server):
 
     figures = {}
     for count in (500, 2000):
-        m = ceph_mount(["stat_ttl=60", "listing_ttl=60", "negative_ttl=60"])
+        m = ceph_mount(["stat_ttl=60", "listing_ttl=60", "negative_ttl=60", "usage_interval=0"])
         bases = populate(m, count)
         m.remount()  # cold, with nothing in the way: the same server near
         os.stat(m.path("dump"))
