@@ -124,11 +124,11 @@ class HeaderReader:
                         else implicit_dir(self._defaults, now_ns())
                 else:
                     key = self._keys.key(path)
-                    if self._bodies is not None and listed.size <= SMALL_FILE:
-                        whole = await self._store.get_whole(key)
-                        info = whole[0] if whole is not None else None
-                        if whole is not None:
-                            self._bodies.put(key, whole[0].etag, whole[1])
+                    if self._bodies is not None and 0 < listed.size <= SMALL_FILE:
+                        got = await self._store.get_small(key, SMALL_FILE)
+                        info = got[0] if got is not None else None
+                        if got is not None and got[1] is not None:
+                            self._bodies.put(key, got[0].etag, got[1])
                     else:
                         info = await self._store.head(key)
                     if info is not None and not self._hidden(key, info.etag):

@@ -58,8 +58,10 @@ class ObjectStore(Protocol):
 
     async def head(self, key: str) -> ObjectInfo | None: ...
 
-    async def get_whole(self, key: str) -> tuple[ObjectInfo, bytes] | None:
-        """A small object with its headers, in one GET (instead of a HEAD and a GET)."""
+    async def get_small(self, key: str, limit: int) -> tuple[ObjectInfo, bytes | None] | None:
+        """An object's headers and, if it holds at most limit bytes, its body: one GET of
+        its first limit bytes instead of a HEAD and a GET. The body is None for a larger
+        object (never more than limit bytes are fetched, whatever the object became)."""
 
     async def list_page(self, prefix: str, delimiter: str | None = "/",
                         token: str | None = None, max_keys: int = 1000) -> ListPage: ...

@@ -82,13 +82,13 @@ class MemoryStore(ListAll):
         obj = self.objects.get(key)
         return None if obj is None else self._info(key, obj, True)
 
-    async def get_whole(self, key):
+    async def get_small(self, key, limit):
         await self._enter("get")
         obj = self.objects.get(key)
         if obj is None:
             return None
-        self.ranges.append((key, 0, len(obj.data)))
-        return self._info(key, obj, True), bytes(obj.data)
+        self.ranges.append((key, 0, min(limit, len(obj.data))))
+        return self._info(key, obj, True), bytes(obj.data) if len(obj.data) <= limit else None
 
     async def list_page(self, prefix, delimiter="/", token=None, max_keys=1000):
         await self._enter("list")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import dataclasses
 import datetime
 import email.utils
 import hashlib
@@ -422,21 +423,28 @@ class S3Store(ListAll):
             raise
         return _info(key, resp, True)
 
-    async def get_whole(self, key):
-        with self._bounded("get_object", key, 0):
+    async def get_small(self, key, limit):
+        with self._bounded("get_object", key, limit):
             try:
-                resp = await self._call("get_object", key, Key=key)
+                resp = await self._call("get_object", key, Key=key, Range=f"bytes=0-{limit - 1}")
             except StoreError as e:
                 if e.code in _NOT_FOUND:
                     return None
+                if e.code in ("InvalidRange", "416"):  # an empty object has no byte 0
+                    info = await self.head(key)
+                    return None if info is None else (info, b"" if info.size == 0 else None)
                 raise
             try:
                 async with resp["Body"] as body:
-                    data = await body.read()
+                    data = await body.read(limit + 1)  # a server that ignored the Range: no more
             except (botocore.exceptions.BotoCoreError, OSError) as e:
                 raise translate_error("get_object", key, e) from None
         self.bytes_received += len(data)
-        return _info(key, resp, True), data
+        info = _info(key, resp, True)
+        total = str(resp.get("ContentRange", "")).rpartition("/")[2]
+        if total.isdigit():  # "bytes 0-1023/1024": the object's size, not the range's
+            info = dataclasses.replace(info, size=int(total))
+        return info, data if len(data) == info.size <= limit else None
 
     async def list_page(self, prefix, delimiter="/", token=None, max_keys=1000):
         kwargs = {"Prefix": prefix, "MaxKeys": max_keys}

@@ -117,3 +117,29 @@ def test_without_content_md5_botocore_signs_the_body_hash(s3_server, bucket):
     (h,) = [h for method, _, h in proxy.seen if method == "PUT"]
     assert "content-md5" not in h
     assert h["x-amz-content-sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_get_small_brings_headers_and_at_most_limit_bytes(s3, s3_server, bucket):
+    """The header read of a listed small file (namespace/headers.py): one ranged GET.
+    An object that grew since the listing is never fetched whole."""
+    s3.put_object(Bucket=bucket, Key="notes", Body=b"before upgrade\n", Metadata={"mode": "33188"})
+    s3.put_object(Bucket=bucket, Key="grown", Body=b"x" * (3 * MiB), Metadata={"mode": "33261"})
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"", Metadata={"mode": "33188"})
+
+    async def body(store):
+        out = {}
+        for key in ("notes", "grown", "empty", "missing"):
+            before = store.bytes_received
+            got = await store.get_small(key, 16 * 1024)
+            out[key] = (got, store.bytes_received - before)
+        return out
+
+    out = with_store(s3_server, bucket, body)
+    (info, data), _ = out["notes"]
+    assert data == b"before upgrade\n" and info.size == 15 and info.metadata == {"mode": "33188"}
+    (info, data), received = out["grown"]
+    assert data is None and info.size == 3 * MiB and info.metadata == {"mode": "33261"}
+    assert received <= 16 * 1024 + 1
+    (info, data), _ = out["empty"]
+    assert data == b"" and info.size == 0
+    assert out["missing"][0] is None
