@@ -157,6 +157,12 @@ class Mount:
         self.umount()
         self.do_mount()
 
+    def remount_through(self, endpoint: str) -> None:
+        """Mount again, talking to S3 through endpoint (a fault proxy in front of the server)."""
+        self.umount()
+        self.endpoint = endpoint
+        self.do_mount()
+
     def log_text(self) -> str:
         try:
             return Path(self.log).read_text(errors="replace")

@@ -59,9 +59,7 @@ def timed(cmd: str, timeout: float = 120) -> tuple[int, float, str]:
 def proxied_mount(mount, s3_server):
     proxy = FaultProxy(s3_server)
     m = mount(OPTIONS)
-    m.umount()
-    m.endpoint = proxy.url
-    m.do_mount()
+    m.remount_through(proxy.url)
     for c in CONTENT:
         subprocess.run(["mkdir", "-p", m.path(c)], check=True)
     with open(m.path("dump", "vzdump-qemu-100-2026_11_24-01_00_00.vma.zst"), "wb") as f:
@@ -135,9 +133,7 @@ def test_default_deadline_with_a_hanging_endpoint(mount, s3_server):
     proxy = FaultProxy(s3_server)
     try:
         m = mount()
-        m.umount()
-        m.endpoint = proxy.url
-        m.do_mount()
+        m.remount_through(proxy.url)
         proxy.stall = True
         rc, seconds, err = timed(f"ls {m.path('never-listed')}")
         print(f"\ndefault settings, hanging endpoint: `ls` of an unknown name failed in {seconds:.1f} s: "

@@ -32,9 +32,7 @@ def proxied(mount, s3_server):
         proxy = FaultProxy(s3_server)
         proxies.append(proxy)
         m = mount(list(options))
-        m.umount()
-        m.endpoint = proxy.url
-        m.do_mount()
+        m.remount_through(proxy.url)
         return m, proxy
 
     yield factory
@@ -241,9 +239,7 @@ def test_a_1_5_gib_backup_rides_out_a_90_s_outage_on_ceph(ceph_mount, ceph_serve
     proxy = FaultProxy(ceph_server)
     try:
         m = ceph_mount()
-        m.umount()
-        m.endpoint = proxy.url
-        m.do_mount()
+        m.remount_through(proxy.url)
         src = tmp_path / "src.bin"
         random_file(src, 1536 * MiB)
         seen = ride_out(m, proxy, src, 90, 512 * MiB)

@@ -149,9 +149,7 @@ def test_96_mib_round_trip_under_10_percent_faults(mount, s3_server):
     # Once more with every fault a body cut off halfway: the adapter's own retries.
     proxy = FaultProxy(s3_server)
     try:
-        m.umount()
-        m.endpoint = proxy.url
-        m.do_mount()
+        m.remount_through(proxy.url)
         proxy.fault_kinds, proxy.fault_rate = ("truncated",), 0.10
         r = subprocess.run(f"sha256sum < {m.path('big.vma')}", shell=True, capture_output=True, text=True,
                            timeout=3600, check=True)
@@ -180,9 +178,7 @@ def test_lost_create_answer_leaves_no_orphan_upload(mount, s3_server):
     proxy = FaultProxy(s3_server)
     try:
         m = mount(["min_part_size=5M", "max_part_size=5M"])
-        m.umount()
-        m.endpoint = proxy.url
-        m.do_mount()
+        m.remount_through(proxy.url)
         proxy.fault_once.add(("truncated", is_create_upload))
         run = subprocess.run(f"head -c {20 * MiB} /dev/urandom > {m.path('f.vma')}", shell=True,
                              capture_output=True, text=True, timeout=300)
@@ -204,9 +200,7 @@ def test_lost_complete_answer_counts_as_committed(mount, s3_server):
     proxy = FaultProxy(s3_server)
     try:
         m = mount(["min_part_size=5M", "max_part_size=5M"])
-        m.umount()
-        m.endpoint = proxy.url
-        m.do_mount()
+        m.remount_through(proxy.url)
         proxy.fault_once.add(("truncated", is_complete_upload))
         run = subprocess.run(f"head -c {20 * MiB + 7} /dev/urandom | tee {m.path('f.vma')} | sha256sum",
                              shell=True, capture_output=True, text=True, timeout=300)

@@ -95,9 +95,7 @@ def test_listings_never_grant_what_the_stored_modes_deny(mount, s3_server, other
     try:
         m = mount(["allow_other", "stale_answer_after=0.3", *TTLS])
         build_tree(m, others)
-        m.umount()
-        m.endpoint = proxy.url  # through a proxy that can play an outage
-        m.do_mount()
+        m.remount_through(proxy.url)  # through a proxy that can play an outage
         nobody = Nobody(m.mp)
         try:
             check_denied(m, nobody, "after a remount")

@@ -346,9 +346,7 @@ def proxied(mount, s3_server):
         proxy = FaultProxy(s3_server)
         proxies.append(proxy)
         m = mount(list(options) + ["max_attempts=2", "outage_patience=2"])
-        m.umount()
-        m.endpoint = proxy.url
-        m.do_mount()
+        m.remount_through(proxy.url)
         return m, proxy
 
     yield factory
