@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench import report
+from bench.crt import Crt
 from bench.mounts import REPO, SYSTEMS, Mount, force_unmount, is_mounted
 from bench.raw import MAX_SINGLE_COPY, S3, BenchError, Endpoint, GiB, MiB
 from bench.rgwlog import RgwLog, ensure_logging, find_rgw
@@ -46,6 +47,11 @@ def human(n: int) -> str:
             v = n / (1 << shift)
             return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
     return f"{n} B"
+
+
+def parse_rtt(text: str) -> float:
+    from bench.latency import _parse_rtt
+    return _parse_rtt(text)
 
 
 def csv(choices):
@@ -87,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
                    help="radosgw log to count requests in (default: found from the local radosgw process)")
     p.add_argument("--no-gc", action="store_true", help="do not run `radosgw-admin gc process` after deletions")
     p.add_argument("--no-drop-caches", action="store_true", help="do not drop the page cache before reads")
+    p.add_argument("--rtt", type=parse_rtt, metavar="TIME",
+                   help="add this round trip (e.g. 30ms) to traffic on the S3 server's port: with the default "
+                        "endpoint, in a network namespace the benchmark creates with a Ceph RGW of its own "
+                        "inside; with another 127.0.0.1 endpoint, on that port of the host's loopback")
     p.add_argument("--min-rate", type=parse_size, default="4M",
                    help="per-second rate below which a big copy is declared hung (bounds every wait)")
     return p
@@ -118,6 +128,7 @@ class Bench:
         self.data_dir = args.data_dir
         self.big_timeout = 120 + self.size / args.min_rate
         self.results: dict = {"runs": {}, "errors": []}
+        self.crt = Crt(ep)
         self.mounts: list[Mount] = []
         self.s3pvefs_source: str | None = None
 
@@ -267,26 +278,34 @@ class Bench:
             self.s3.upload(src, key, self.size, self.args.part_size, self.args.inflight)
 
     def raw_big(self, src: str) -> None:
-        a, prefix = self.args, "bench-raw/"
-        key = prefix + "big"
-        self.s3.delete_prefix(prefix)
-        if "write" in a.only:
-            with self.measuring("raw", "write") as rec:
-                self.say(f"raw: parallel multipart upload of {human(self.size)} "
-                         f"({human(a.part_size)} parts, {a.inflight} in flight)")
-                with own_cpu() as cpu:
-                    t = self.s3.upload(src, key, self.size, a.part_size, a.inflight)
-                rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1), cpu_seconds=cpu.seconds)
-                self.say(f"  {rec['mib_s']} MiB/s")
-        if "read" in a.only:
-            with self.measuring("raw", "read") as rec:
-                self.ensure_object(key, src)
-                self.say(f"raw: parallel ranged download ({human(a.part_size)} ranges, {a.inflight} in flight)")
-                with own_cpu() as cpu:
-                    t = self.s3.download(key, self.size, a.part_size, a.inflight)
-                rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1), cpu_seconds=cpu.seconds)
-                self.say(f"  {rec['mib_s']} MiB/s")
-        self.s3.delete_prefix(prefix)
+        """The two client references: aiobotocore ("raw", s3pvefs's own stack) and the
+        AWS CRT ("crt", the fastest client); targets are ratios to the faster of them."""
+        a = self.args
+        for system, prefix in (("raw", "bench-raw/"), ("crt", "bench-crt/")):
+            key = prefix + "big"
+            self.s3.delete_prefix(prefix)
+            name = "aiobotocore" if system == "raw" else "AWS CRT"
+            if "write" in a.only:
+                with self.measuring(system, "write") as rec:
+                    self.say(f"{name}: parallel multipart upload of {human(self.size)} "
+                             f"({human(a.part_size)} parts" + (f", {a.inflight} in flight)" if system == "raw"
+                                                               else ", connections as the CRT decides)"))
+                    with own_cpu() as cpu:
+                        t = (self.s3.upload(src, key, self.size, a.part_size, a.inflight) if system == "raw"
+                             else self.crt.upload(src, key, self.size, a.part_size))
+                    rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1), cpu_seconds=cpu.seconds)
+                    self.say(f"  {rec['mib_s']} MiB/s, {cpu.seconds / (self.size / GiB):.2f} CPU-s/GiB")
+            if "read" in a.only:
+                with self.measuring(system, "read") as rec:
+                    self.ensure_object(key, src)
+                    self.say(f"{name}: parallel ranged download ({human(a.part_size)} ranges)")
+                    with own_cpu() as cpu:
+                        t = (self.s3.download(key, self.size, a.part_size, a.inflight) if system == "raw"
+                             else self.crt.download(key, a.part_size))
+                    rec.update(seconds=round(t, 2), mib_s=round(self.size / MiB / t, 1), cpu_seconds=cpu.seconds)
+                    self.say(f"  {rec['mib_s']} MiB/s, {cpu.seconds / (self.size / GiB):.2f} CPU-s/GiB")
+            self.s3.delete_prefix(prefix)
+            self.gc()
 
     def fs_write(self, system: str, src: str) -> None:
         prefix = f"bench-{system}"
@@ -363,7 +382,6 @@ class Bench:
         src = self.big_source()
         if set(a.only) & {"write", "read"}:
             self.raw_big(src)
-            self.gc()
         for system in ["s3pvefs"] + self.peers:
             if system != "s3pvefs" and not set(a.only) & {"write", "read"}:
                 continue
@@ -448,7 +466,7 @@ class Bench:
             if is_mounted(m.mountpoint) or (m.pid and os.path.exists(f"/proc/{m.pid}")):
                 with contextlib.suppress(Exception):
                     m.stop(timeout=60)
-        for prefix in ("bench-raw/", "bench-s3pvefs/", "bench-s3fs/", "bench-rclone/"):
+        for prefix in ("bench-raw/", "bench-crt/", "bench-s3pvefs/", "bench-s3fs/", "bench-rclone/"):
             with contextlib.suppress(Exception):
                 self.s3.delete_prefix(prefix)
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -482,6 +500,14 @@ class Bench:
             self.ls()
         if "cpr" in self.args.only:
             self.cpr()
+
+
+def _awscrt_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("awscrt")
+    except PackageNotFoundError:
+        return "?"
 
 
 def _first_line(argv: list[str]) -> str:
@@ -529,12 +555,52 @@ def preflight(args) -> None:
         raise BenchError("; ".join(problems))
 
 
+IN_NETNS_ENV = "S3PVEFS_BENCH_INSIDE"  # set for the run with_latency starts
+RTT_MEASURED_ENV = "S3PVEFS_BENCH_RTT_MS"
+RTT_CEPH_BASE = "/tmp/s3pvefs-bench-rtt-ceph"
+
+
+def with_latency(args, argv: list[str]) -> int:
+    """bench/run --rtt: the same run, with args.rtt ms added to the S3 server's port.
+    Default endpoint: a network namespace (all on its loopback) holding a Ceph RGW of its
+    own and this benchmark; both removed at the end. Another 127.0.0.1 endpoint: the
+    delay goes on that port of the host's loopback (its server cannot move), removed at
+    the end too."""
+    from bench.latency import Latency
+    url = urlsplit(args.endpoint)
+    if url.hostname not in ("127.0.0.1", "localhost") or not url.port:
+        raise BenchError(f"--rtt needs a server on 127.0.0.1:PORT, not {args.endpoint}")
+    own_ceph = args.endpoint.rstrip("/") == DEFAULT_ENDPOINT
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with Latency(args.rtt, url.port, host=not own_ceph) as lat:
+        env = dict(os.environ, **{IN_NETNS_ENV: "1"})
+        ceph_env = dict(os.environ, BASE=RTT_CEPH_BASE)
+        try:
+            if own_ceph:
+                print(f"bench: network namespace {lat.name}: starting a Ceph RGW in it "
+                      f"({RTT_CEPH_BASE}, ~1 minute)", flush=True)
+                r = subprocess.run(lat.prefix() + [str(REPO / "scripts" / "ceph-rgw.sh"), "up"], env=ceph_env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+                if r.returncode:
+                    raise BenchError("scripts/ceph-rgw.sh up in the namespace failed:\n" + r.stdout[-2000:])
+            rtt = lat.measure_rtt()
+            print(f"bench: RTT to port {url.port} measured {rtt:.1f} ms (asked {args.rtt:g} ms; {lat.iptables})",
+                  flush=True)
+            env[RTT_MEASURED_ENV] = f"{rtt:.2f}"
+            return subprocess.call(lat.prefix() + [sys.executable, "-m", "bench", *argv], env=env, cwd=REPO)
+        finally:
+            if own_ceph:
+                subprocess.run(lat.prefix() + [str(REPO / "scripts" / "ceph-rgw.sh"), "down"], env=ceph_env,
+                               capture_output=True, timeout=600)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.no_peers:
         args.peers = []
 
-    if os.geteuid() == 0:  # else preflight says why it cannot run
+    inside = os.environ.get(IN_NETNS_ENV)
+    if os.geteuid() == 0 and not inside:  # else preflight says why it cannot run
         lock = open("/run/s3pvefs-bench.lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -546,6 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
 
+    if args.rtt is not None and not inside:
+        try:
+            preflight(args)
+            return with_latency(args, argv if argv is not None else sys.argv[1:])
+        except (BenchError, RuntimeError) as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 2
     try:
         preflight(args)
         if args.s3pvefs_rev and subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet",
@@ -593,9 +666,12 @@ def main(argv: list[str] | None = None) -> int:
                      "python": platform.python_version()},
         "raw": {"client": "aiobotocore (httpx backend) on trio, like s3pvefs", "part_size": args.part_size,
                 "inflight": args.inflight, "copy_part_size": args.copy_part_size},
+        "crt": {"client": f"AWS CRT S3 client (awscrt {_awscrt_version()})", "part_size": args.part_size,
+                "throughput_target_gbps": bench.crt.throughput_gbps},
         "request_log": rgw.log if rgw else None,
         "rgw_frontends": rgw.frontends if rgw else None,
         "ls_entries": args.ls_entries, "cpr_files": args.cpr_files, "seed": args.seed,
+        "rtt_ms": args.rtt, "rtt_measured_ms": float(os.environ.get(RTT_MEASURED_ENV, 0)) or None,
     }
     rev = bench.results["meta"]["s3pvefs"]
     which = " + uncommitted changes" if "diff_sha1" in rev else f" ({rev['source']})" if "source" in rev else ""

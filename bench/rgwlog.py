@@ -88,9 +88,13 @@ class Rgw:
 
 
 def find_rgw(port: int) -> Rgw | None:
-    """Found from the radosgw command line (-c CONF -n NAME) and `ceph-conf --lookup`."""
+    """Found from the radosgw command line (-c CONF -n NAME) and `ceph-conf --lookup`;
+    only in this process's network namespace (bench/run --rtt runs one of its own)."""
+    own_net = os.readlink("/proc/self/ns/net")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            if os.readlink(f"/proc/{pid}/ns/net") != own_net:
+                continue
             with open(f"/proc/{pid}/comm") as f:
                 if f.read().strip() != "radosgw":
                     continue

@@ -44,6 +44,9 @@ class StoreConfig:
     # Content-MD5 on every PUT and part, hashed in a worker thread; the header is signed,
     # so SigV4 need not hash the body too (on the event loop: a quarter of its time).
     content_md5: bool = True
+    # What carries part uploads and ranged GETs: crt (the AWS CRT, awscrt), python
+    # (aiobotocore, like every other request), auto = crt when awscrt is installed.
+    data_plane: str = "auto"
     max_connections: int = 64  # header reads of listings use up to 48 (namespace/headers.py)
     # aws, ceph, minio, wasabi, b2, r2: sets the provider's known quirks (PRESETS) for
     # every setting left at its default; "" = none.
@@ -111,7 +114,10 @@ class WriteConfig:
     # Every part min_part_size (providers such as Cloudflare R2 require equal parts);
     # a streamed file then ends at 10,000 parts (78 GiB with 8M: raise min_part_size).
     uniform_parts: bool = False
-    upload_concurrency: int = 4  # parts (and copy parts) in flight per file
+    upload_concurrency: int = 4  # parts (and copy parts) in flight per file, at first
+    # A streamed file's window doubles up to this while that raises its throughput
+    # (write/window.py): a distant server needs more bytes in flight than a near one.
+    max_upload_concurrency: int = 16
     # Streamed bytes kept in memory past a full part, so writes arriving slightly out
     # of order (several writer threads) are still taken; earlier ones go to staging.
     reorder_window: int = field(default=1 * MiB, metadata=_SIZE)
@@ -130,6 +136,9 @@ class ReadConfig:
     max_readahead_chunks: int = 8  # per handle; bounds read memory to chunk_size * this
     # Read-ahead of all handles together; the chunk a reader waits for is always fetched.
     readahead_budget: int = field(default=256 * MiB, metadata=_SIZE)
+    # The kernel's read-ahead for the mount (its bdi's read_ahead_kb): how much a
+    # sequential reader asks for per FUSE request; 0 = leave the kernel's 128K.
+    kernel_readahead: int = field(default=1 * MiB, metadata=_SIZE)
 
 
 @dataclass(frozen=True)
@@ -395,6 +404,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("multipart_threshold: S3 takes at most 5G in one PUT")
     if s.addressing_style not in ("path", "virtual", "auto"):
         raise ConfigError("addressing_style: expected path, virtual or auto")
+    if s.data_plane not in ("auto", "crt", "python"):
+        raise ConfigError("data_plane: expected auto, crt or python")
     if s.checksums not in ("when_required", "when_supported"):
         raise ConfigError("checksums: expected when_required or when_supported")
     if s.request_deadline <= 0 or s.min_transfer_rate <= 0:
@@ -414,6 +425,8 @@ def validate(config: Config) -> Config:
     biggest = w.min_part_size if w.uniform_parts else w.max_part_size
     if w.memory_budget < biggest + 2 * MiB:
         raise ConfigError(f"memory_budget: must hold at least one part of {biggest} bytes plus 2M")
+    if w.max_upload_concurrency < w.upload_concurrency:
+        raise ConfigError("max_upload_concurrency: must be at least upload_concurrency")
     if w.upload_concurrency < 1 or r.max_readahead_chunks < 1 or r.chunk_size < 64 * KiB:
         raise ConfigError("upload_concurrency and max_readahead_chunks must be >= 1, chunk_size >= 64K")
     if config.mount.capacity < 4096:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from functools import partial
-import ctypes
 import errno
 import logging
 import os
@@ -26,6 +25,7 @@ from s3pvefs.bucketaccess import EXIT_MOUNTPOINT, EXIT_NO_FUSE, check_bucket, cl
 from s3pvefs.config import Config
 from s3pvefs.errors import ConfigError, MountError
 from s3pvefs.fs.filesystem import Filesystem
+from s3pvefs.fuse.bdi import keep_read_ahead
 from s3pvefs.fuse.operations import Operations
 from s3pvefs.notify import notify
 from s3pvefs.store.s3 import S3Store
@@ -99,22 +99,9 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
-def return_big_buffers_to_the_system() -> None:
-    """Parts are megabyte buffers freed as soon as S3 has them. glibc raises its mmap
-    threshold after the first such free and then carves them from the heap, which
-    fragments and keeps RSS well above the memory budget; a fixed threshold gives
-    each one back when freed (measured: 4 writers, 32 MiB budget, RSS growth 60 -> 47 MiB)."""
-    M_MMAP_THRESHOLD = -3
-    try:
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):  # not glibc: its allocator decides
-        pass
-
-
 async def run(config: Config, mountpoint: str, ready: Callable[[], None], status_socket: str | None = None) -> None:
     check_mountpoint(mountpoint)
     prepare_cache_dir(config)
-    return_big_buffers_to_the_system()
     async with contextlib.AsyncExitStack() as stack:
         try:  # aiobotocore creates the client, and looks for credentials, only here
             store = await stack.enter_async_context(S3Store.open(config.store))
@@ -129,6 +116,8 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
                 log.warning("cache leftovers: %s", ", ".join(f"{r.path} {r.outcome}" for r in recovered))
             pyfuse3.init(Operations(fs, config), mountpoint, fuse_options(config))
             mounted = True
+            if config.read.kernel_readahead:
+                nursery.start_soon(keep_read_ahead, mountpoint, config.read.kernel_readahead)
             try:
                 log.info("mounted %s on %s", config.store.bucket, mountpoint)
                 ready()

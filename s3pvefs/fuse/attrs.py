@@ -18,7 +18,7 @@ from s3pvefs.config import CacheConfig
 from s3pvefs.fs.filesystem import FsStat
 from s3pvefs.namespace.stat import Stat
 
-BLKSIZE = 128 * 1024  # what cp & co. size their buffers by
+BLKSIZE = 1 << 20  # what cp & co. size their buffers by: one FUSE write (max_write) per call
 
 
 def entry_attributes(ino: int, s: Stat, cfg: CacheConfig) -> pyfuse3.EntryAttributes:

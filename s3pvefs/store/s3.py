@@ -273,11 +273,43 @@ def _client_secrets(client) -> tuple[str | None, str | None]:
     return getattr(creds, "secret_key", None), getattr(creds, "token", None)
 
 
+async def _data_plane(cfg: StoreConfig, client):
+    """The CRT plane when data_plane asks for it (auto: when awscrt is installed), placed
+    where the aiobotocore client addresses the bucket, signing with its credentials."""
+    from s3pvefs.store import crtplane
+    if cfg.data_plane == "python" or (cfg.data_plane == "auto" and not crtplane.AVAILABLE):
+        return None
+    if not crtplane.AVAILABLE:
+        raise ValueError("data_plane = crt, but awscrt is not installed (pip install awscrt)")
+    creds = client._request_signer._credentials  # what aiobotocore signs with (None: anonymous)
+    if creds is None:
+        return None
+    frozen = await creds.get_frozen_credentials()
+    probe = "s3pvefs-crt-place"
+    place = crtplane.Place.from_presigned(
+        await client.generate_presigned_url("get_object", Params={"Bucket": cfg.bucket, "Key": probe}), probe)
+    holder = {"now": frozen}
+
+    async def refresh():  # before each data request: an expiring token is renewed by aiobotocore
+        holder["now"] = await creds.get_frozen_credentials()
+
+    plane = crtplane.CrtDataPlane(lambda key: place, cfg.region,
+                                  lambda: (holder["now"].access_key, holder["now"].secret_key, holder["now"].token),
+                                  ca_bundle=cfg.ca_bundle, connect_timeout=cfg.connect_timeout,
+                                  max_attempts=cfg.max_attempts, connections=cfg.max_connections,
+                                  skew_of=_skew, refresh=refresh, read_timeout=cfg.read_timeout,
+                                  min_transfer_rate=cfg.min_transfer_rate)
+    return plane
+
+
 class S3Store(ListAll):
     def __init__(self, client, bucket: str, content_md5: bool = True, request_deadline: float = 20.0,
                  min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
-                 max_attempts: int = 5):
+                 max_attempts: int = 5, data_plane=None):
         self._client = client
+        # CrtDataPlane (crtplane.py) for UploadPart bodies and ranged GETs, or None:
+        # then aiobotocore carries them too.
+        self._plane = data_plane
         self.bucket = bucket
         self._content_md5 = content_md5
         self._deadline = request_deadline
@@ -333,9 +365,16 @@ class S3Store(ListAll):
                                           config=aio_config, verify=cfg.ca_bundle or None)
         async with client_cm as client:
             hide_in_logs(*(keys or ())[1:], *_client_secrets(client))
+            plane = await _data_plane(cfg, client)
             yield cls(client, cfg.bucket, content_md5=cfg.content_md5, request_deadline=cfg.request_deadline,
                       min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,
-                      throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()))
+                      throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()),
+                      data_plane=plane)
+
+    @property
+    def data_plane(self) -> str:
+        """What carries the bulk bytes, for `s3pvefs status` and the log."""
+        return "crt" if self._plane is not None else "python"
 
     @contextlib.contextmanager
     def _bounded(self, op: str, key: str, nbytes: int = 0):
@@ -459,9 +498,40 @@ class S3Store(ListAll):
             next_token=resp.get("NextContinuationToken") if resp.get("IsTruncated") else None,
         )
 
+    async def _through_plane(self, op: str, key: str, nbytes: int, send):
+        """One data request through the CRT plane, counted and bounded like _call. The CRT
+        retries failed connections and the standard error answers itself; retried here
+        within the deadline: a silent connection (read_timeout), a body cut short, and
+        the provider's own throttle codes."""
+        self.requests[op] += 1
+        try:
+            with self._bounded(op, key, nbytes):
+                for attempt in range(1, self._max_attempts + 1):
+                    try:
+                        return await send()
+                    except StoreError as e:
+                        retry = e.code in ("ReadTimeout", "ShortRead") or e.code in self._throttle_codes
+                        if not retry or attempt == self._max_attempts:
+                            raise
+                        error = e
+                    self.retries[op] += 1
+                    await self._backoff(attempt, error)
+        except StoreError as e:
+            if e.code not in _NOT_FOUND and not isinstance(e, Changed):
+                self.errors[e.code] += 1
+            if clock_skewed(e) and trio.current_time() - self._skew_logged > 60:
+                self._skew_logged = trio.current_time()
+                log.error("%s", skew_message(e))
+            raise
+
     async def get_range(self, key, start, end, etag=None):
         if end <= start:
             return b""
+        if self._plane is not None:
+            data = await self._through_plane("get_object", key, end - start,
+                                             lambda: self._plane.get_range(key, start, end, etag))
+            self.bytes_received += len(data)
+            return data
         kwargs = {"Key": key, "Range": f"bytes={start}-{end - 1}"}
         if etag:
             kwargs["IfMatch"] = etag
@@ -521,6 +591,11 @@ class S3Store(ListAll):
         return False
 
     async def upload_part(self, key, upload_id, number, body):
+        if self._plane is not None:
+            self.bytes_sent += len(body)
+            checksum = ("Content-MD5", await _content_md5(body)) if self._content_md5 else None
+            return await self._through_plane("upload_part", key, len(body), lambda: self._plane.upload_part(
+                key, upload_id, number, body, checksum))
         resp = await self._call("upload_part", key, len(body), Key=key, UploadId=upload_id,
                                 PartNumber=number, **await self._body(body))
         return str(resp["ETag"]).strip('"')

@@ -40,6 +40,7 @@ from s3pvefs.store.base import ObjectStore, PartEtag
 from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.parts import MAX_OBJECT, MAX_PARTS, MIN_PART, copy_ranges, stream_part_size
 from s3pvefs.write.uploader import copy_object
+from s3pvefs.write.window import InflightWindow
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class _Upload:
     started: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
     copies: list[tuple[int, int, int]] = field(default_factory=list)  # (number, start, end) of the committed prefix
-    unsent: dict[int, bytes] = field(default_factory=dict)  # bodies of parts S3 did not store: kept, not lost
+    unsent: dict[int, bytes | bytearray] = field(default_factory=dict)  # bodies of parts S3 did not store: kept, not lost
 
 
 class StreamedFile:
@@ -81,6 +82,7 @@ class StreamedFile:
         self._upload: _Upload | None = None
         self._data_parts = 0  # over the stream's whole life: drives the part-size plan
         self._sending = 0  # part uploads running
+        self.window = InflightWindow(cfg.upload_concurrency, cfg.max_upload_concurrency)
         self.stored = 0  # bytes of this stream's parts S3 has confirmed (for `s3pvefs status`)
         self._changed = trio.Event()
         self._closed = False
@@ -106,7 +108,7 @@ class StreamedFile:
     def progress(self) -> dict[str, int]:
         """Bytes written so far, handed to part uploads, and confirmed stored by S3."""
         return {"written": self.end, "sent": self.base, "stored": min(self.base, self.committed + self.stored),
-                "parts_in_flight": self._sending, "buffered": len(self.buf)}
+                "parts_in_flight": self._sending, "window": self.window.limit, "buffered": len(self.buf)}
 
     def read(self, offset: int, size: int) -> bytes | None:
         """Bytes still in memory, or None when [offset, offset+size) was sent already
@@ -181,7 +183,7 @@ class StreamedFile:
     # ------------------------------------------------------------------ parts
     async def _send(self, n: int) -> None:
         """Hand the first n buffered bytes to a part upload."""
-        while self._sending >= self._cfg.upload_concurrency:
+        while self.window.full(self._sending):
             await self._wait()
         self._check()
         if self._upload is not None and self._upload.next_number > MAX_PARTS:
@@ -197,8 +199,7 @@ class StreamedFile:
         if n <= 0:
             return
         upload = self._upload or self._begin_upload()
-        body = self._copy(0, n)
-        del self.buf[:n]
+        body = self._take(n)
         self.base += n
         self._data_parts += 1
         number = upload.next_number
@@ -206,6 +207,19 @@ class StreamedFile:
         self._budget.start_sending(n)
         self._sending += 1
         self._nursery.start_soon(self._upload_part, upload, number, body)
+
+    def _take(self, n: int) -> bytearray:
+        """The first n buffered bytes as a buffer of their own, the rest left buffered:
+        the buffer itself is handed over and only the rest (the reorder window, a
+        megabyte or so) is copied, not the part."""
+        body = self.buf
+        if n >= len(body):
+            self.buf = bytearray()
+            return body
+        with memoryview(body) as view:
+            self.buf = bytearray(view[n:])
+        del body[n:]
+        return body
 
     def _copy(self, start: int, end: int) -> bytes:
         # One copy (slicing the bytearray first would make two: parts are megabytes).
@@ -253,14 +267,16 @@ class StreamedFile:
             return
         upload.etags.append(PartEtag(number, etag))
 
-    async def _upload_part(self, upload: _Upload, number: int, body: bytes) -> None:
+    async def _upload_part(self, upload: _Upload, number: int, body: bytearray) -> None:
         stored = False
         try:
             await upload.started.wait()
             if upload.upload_id is not None and not upload.failed:
+                self.window.started(trio.current_time())
                 etag = await self._store.upload_part(upload.key, upload.upload_id, number, body)
                 upload.etags.append(PartEtag(number, etag))
                 self.stored += len(body)
+                self.window.completed(len(body), trio.current_time())
                 stored = True
         except Exception as e:
             self._fail(upload, e)

@@ -158,7 +158,13 @@ def test_96_mib_round_trip_under_10_percent_faults(mount, s3_server):
         status = status_json(m)
         print(f"read-back with 10% of answers cut off: {proxy.summary()}; retries {status['retries']}, "
               f"failures {status['errors'] or 'none'}")
-        assert status["retries"].get("get_object body", 0) > 0 and not status["errors"]
+        # Retried by the adapter (aiobotocore plane), or inside the CRT, which counts none:
+        # then the proxy must have cut bodies off, and the read still matched.
+        if status["data_plane"] == "crt":
+            assert sum(proxy.faults.values()) > 0, proxy.summary()
+        else:
+            assert status["retries"].get("get_object body", 0) > 0
+        assert not status["errors"]
         assert_no_uploads(m)
     finally:
         proxy.fault_rate = 0.0

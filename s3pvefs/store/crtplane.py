@@ -1,0 +1,282 @@
+"""The bulk bytes through the AWS CRT (awscrt): UploadPart bodies and ranged GETs.
+
+aiobotocore carries every other request. For the bulk bytes its Python HTTP stack
+(httpx, httpcore, h11 on the event loop) cost ~2.8 CPU-s per GiB uploaded and ~2.3
+per GiB downloaded on the benchmark host, more than the whole budget of the daemon;
+the CRT signs, sends and receives in its own C threads at ~0.3 (docs/PERFORMANCE.md).
+
+Each call is one HTTP request, a CRT "DEFAULT" meta request: the CRT retries what
+failed before an answer or with a 5xx/throttling answer (up to max_attempts, its
+backoff); the caller's trio deadline (S3Store._bounded) still bounds the whole and
+cancels the request. Completion is handed to trio through its TrioToken. Answers
+become the same StoreError (code, transient, skew) as aiobotocore's, so retries above,
+outage handling and `status` see no difference.
+
+Addressing (path or virtual host, the host and any path prefix) is taken from a URL
+the aiobotocore client presigns, so both planes always talk to the same place.
+Credentials come from the same client, refreshed before each request (instance roles,
+session tokens); they are handed to the CRT from memory, never logged.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+from urllib.parse import quote, urlsplit
+
+import trio
+
+from s3pvefs.errors import Changed, StoreError
+
+try:
+    from awscrt import auth, http, io as crtio, s3
+    AVAILABLE = True
+except ImportError:  # the daemon then moves bulk bytes through aiobotocore (data_plane = python)
+    AVAILABLE = False
+
+# After a cancel the CRT still calls on_done; waiting for it keeps buffers alive until
+# the CRT lets go of them (it reads the body from our memory).
+_CANCEL_GRACE = 10.0
+_LABEL = {"UploadPart": "upload_part", "GetObject": "get_object"}  # as aiobotocore's errors say it
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "RequestTimeout", "InternalError", "ServiceUnavailable"})
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a key lives: scheme, Host header and path prefix (as aiobotocore addresses it)."""
+    tls: bool
+    host: str  # host[:port] as the Host header says it
+    prefix: str  # "/bucket" (path style) or "" (virtual host), plus any endpoint path
+
+    @classmethod
+    def from_presigned(cls, url: str, key: str) -> "Place":
+        parts = urlsplit(url)
+        quoted = quote(key, safe="/~")
+        if not parts.path.endswith("/" + quoted):
+            raise ValueError(f"unexpected presigned path {parts.path!r}")
+        return cls(parts.scheme == "https", parts.netloc, parts.path[:-len(quoted) - 1])
+
+    def path(self, key: str, query: str = "") -> str:
+        return f"{self.prefix}/{quote(key, safe='/~')}" + (f"?{query}" if query else "")
+
+
+class _BodyReader(io.RawIOBase):
+    """The CRT reads a request body through readinto: straight out of our buffer."""
+
+    def __init__(self, data):
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = min(len(b), len(self._view) - self._pos)
+        b[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _error_fields(body: bytes | None) -> dict[str, str]:
+    text = (body or b"")[:4096].decode("utf-8", "replace")
+    return {name: m.group(1) for name in ("Code", "Message", "RequestTime", "ServerTime")
+            if (m := re.search(f"<{name}>([^<]*)</{name}>", text))}
+
+
+class _Exchange:
+    """One request's answer, filled in by CRT threads, read by trio once `done` is set."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, into: bytearray | None):
+        self._token = token
+        self.done = trio.Event()
+        self.into = into
+        self.received = 0
+        self.overflow = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.error_headers: dict[str, str] = {}
+        self.error_body: bytes | None = None
+        self.answered = False  # headers came
+        self.active = time.monotonic()  # last sign of life (CRT threads write it)
+        self.stalled = False
+        self._lock = threading.Lock()
+
+    def on_headers(self, status_code, headers, **_):
+        self.active = time.monotonic()
+        self.answered = True
+        self.status = status_code
+        self.headers = {k.lower(): v for k, v in headers}
+
+    def on_body(self, chunk, offset, **_):
+        # In order, one request: placed by count (the CRT's offset is the object's for a
+        # ranged GET on some versions, the body's on others).
+        n = len(chunk)
+        with self._lock:
+            at = self.received
+            if self.into is None or at + n > len(self.into):
+                self.overflow = True
+                return
+            self.into[at:at + n] = chunk
+            self.received = at + n
+            self.active = time.monotonic()
+
+    def on_done(self, error, error_headers, error_body, status_code, **_):
+        self.error = error
+        self.error_headers = {k.lower(): v for k, v in (error_headers or [])}
+        self.error_body = error_body
+        if status_code:
+            self.status = status_code
+        try:
+            self._token.run_sync_soon(self.done.set)
+        except trio.RunFinishedError:  # the daemon is gone: nobody waits
+            pass
+
+
+class CrtDataPlane:
+    def __init__(self, place_of: Callable[[str], Place], region: str, credentials: Callable[[], tuple],
+                 ca_bundle: str = "", connect_timeout: float = 10.0, max_attempts: int = 5,
+                 connections: int = 64, skew_of: Callable[[dict, dict], float | None] | None = None,
+                 refresh: Callable[[], Awaitable[None]] | None = None, read_timeout: float = 30.0,
+                 min_transfer_rate: int = 1 << 20):
+        """place_of(key) -> Place; credentials() -> (access key, secret key, token or None),
+        called on CRT threads whenever it signs; refresh() is awaited before each request
+        (renews what credentials() returns)."""
+        if not AVAILABLE:
+            raise RuntimeError("awscrt is not installed")
+        self._place_of = place_of
+        self._refresh = refresh
+        self._read_timeout = read_timeout
+        self._min_rate = min_transfer_rate
+        self._skew_of = skew_of or (lambda err, headers: None)
+        elg = crtio.EventLoopGroup(0)
+        bootstrap = crtio.ClientBootstrap(elg, crtio.DefaultHostResolver(elg))
+
+        def current():
+            key, secret, token = credentials()
+            return auth.AwsCredentials(key, secret, token)
+        provider = auth.AwsCredentialsProvider.new_delegate(current)
+        # The body is not hashed for the signature: each part carries Content-MD5 or a
+        # CRC header, which is signed (as aiobotocore does with payload signing off).
+        self._signing = auth.AwsSigningConfig(
+            algorithm=auth.AwsSigningAlgorithm.V4, signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
+            credentials_provider=provider, region=region, service="s3",
+            signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
+            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
+            use_double_uri_encode=False, should_normalize_uri_path=False)
+        tls_options = None
+        if ca_bundle:
+            ctx = crtio.TlsContextOptions()
+            ctx.override_default_trust_store_from_path(ca_filepath=ca_bundle)
+            tls_options = crtio.ClientTlsContext(ctx).new_connection_options()
+        self._clients = {}
+        for tls in (False, True):
+            self._clients[tls] = s3.S3Client(
+                bootstrap=bootstrap, region=region, signing_config=self._signing,
+                tls_mode=s3.S3RequestTlsMode.ENABLED if tls else s3.S3RequestTlsMode.DISABLED,
+                tls_connection_options=tls_options if tls else None,
+                max_active_connections_override=connections,
+                retry_config=s3.S3RetryConfig(max_retries=max(1, max_attempts - 1)),
+                connect_timeout_ms=int(connect_timeout * 1000))
+
+    async def _request(self, op: str, method: str, key: str, query: str, headers: list[tuple[str, str]],
+                       body=None, into: bytearray | None = None) -> _Exchange:
+        if self._refresh is not None:
+            await self._refresh()
+        place = self._place_of(key)
+        ex = _Exchange(trio.lowlevel.current_trio_token(), into)
+        request = http.HttpRequest(method, place.path(key, query),
+                                   http.HttpHeaders([("Host", place.host), *headers]),
+                                   _BodyReader(body) if body is not None else None)
+        meta = self._clients[place.tls].make_request(
+            type=s3.S3RequestType.DEFAULT, operation_name=op, request=request,
+            on_headers=ex.on_headers, on_body=ex.on_body if into is not None else None, on_done=ex.on_done)
+        # Before the answer, the body must have had time to go at min_transfer_rate.
+        sending = len(body) / self._min_rate if body is not None else 0.0
+        try:
+            async with trio.open_nursery() as watch:
+                watch.start_soon(self._watch, ex, meta, sending)
+                await ex.done.wait()
+                watch.cancel_scope.cancel()
+        except BaseException:  # cancelled (deadline, unmount): stop it, then let it end
+            meta.cancel()
+            with trio.CancelScope(shield=True), trio.move_on_after(_CANCEL_GRACE):
+                await ex.done.wait()
+            raise
+        if ex.stalled:
+            raise StoreError(f"{_LABEL[op]} {key}: S3 went silent for {self._read_timeout:g} s (read_timeout)",
+                             code="ReadTimeout", transient=True)
+        if ex.error is not None:
+            raise self._error(op, key, ex) from None
+        return ex
+
+    async def _watch(self, ex: _Exchange, meta, sending: float) -> None:
+        """read_timeout for the CRT, which has none: a request whose connection stays
+        silent that long is cancelled (and retried by the caller), as botocore does."""
+        while True:
+            await trio.sleep(min(1.0, self._read_timeout / 4))
+            silent = time.monotonic() - ex.active
+            if silent > self._read_timeout + (0.0 if ex.answered else sending):
+                ex.stalled = True
+                meta.cancel()
+                return
+
+    def _error(self, op: str, key: str, ex: _Exchange) -> StoreError:
+        status = ex.status or 0
+        if ex.error_headers or status:
+            fields = _error_fields(ex.error_body)
+            code = fields.get("Code") or str(status)
+            message = fields.get("Message") or code
+            transient = status >= 500 or code in _TRANSIENT_CODES
+            return StoreError(f"{_LABEL[op]} {key}: {code} ({status}) {message}", code=code, transient=transient,
+                              skew=self._skew_of(fields, ex.error_headers))
+        name = getattr(ex.error, "name", type(ex.error).__name__)
+        return StoreError(f"{_LABEL[op]} {key}: {name}", code="Network", transient=True)
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body, checksum: tuple[str, str] | None):
+        """checksum: (header, value), e.g. ("Content-MD5", ...); returns the part's ETag."""
+        headers = [("Content-Length", str(len(body)))]
+        if checksum:
+            headers.append(checksum)
+        ex = await self._request("UploadPart", "PUT", key,
+                                 f"partNumber={number}&uploadId={quote(upload_id, safe='')}", headers, body=body)
+        etag = ex.headers.get("etag", "").strip('"')
+        if not etag:
+            raise StoreError(f"UploadPart {key}: no ETag in the answer", code="NoETag", transient=True)
+        return etag
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray:
+        """Bytes [start, end) of key; Changed when If-Match etag no longer holds."""
+        headers = [("Range", f"bytes={start}-{end - 1}")]
+        if etag:
+            headers.append(("If-Match", f'"{etag}"'))
+        into = bytearray(end - start)
+        try:
+            ex = await self._request("GetObject", "GET", key, "", headers, into=into)
+        except StoreError as e:
+            if etag and e.code in ("PreconditionFailed", "412"):
+                raise Changed(f"get_object {key}: the object changed (If-Match {etag})") from None
+            raise
+        length = ex.headers.get("content-length", "")
+        if ex.overflow or (length.isdigit() and int(length) != ex.received):
+            # a server that ignored the Range (sent more than asked), or a body cut short
+            raise StoreError(f"get_object {key}: {ex.received} bytes for a range of {end - start}"
+                             f" (answer {ex.status}, Content-Length {length or '-'})", code="ShortRead", transient=True)
+        if ex.received != end - start:  # the object ends inside the range
+            del into[ex.received:]
+        return into
