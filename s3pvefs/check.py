@@ -466,6 +466,28 @@ async def step_copy(p: Probe) -> str:
     return f"CopyObject verified, deleted ({_ms(t0)})"
 
 
+async def step_checksum(p: Probe) -> str:
+    """With checksum_algorithm = crc32c: a PUT whose x-amz-checksum-crc32c is wrong must
+    be refused, or a body corrupted on the way would be stored (older servers, e.g. Ceph
+    RGW before 19, ignore the header). Content-MD5 (md5) every S3 server checks."""
+    s = p.config.store
+    if not s.content_md5:
+        raise Skipped("content_md5 = false: each body's SHA-256 is signed instead of a checksum header")
+    if s.checksum_algorithm != "crc32c":
+        raise Skipped("checksum_algorithm = md5: Content-MD5, which every S3 server checks")
+    key = f"{p.key}-checksum"
+    p.created.add(key)
+    try:
+        await p.store._call("put_object", key, Key=key, Body=b"s3pvefs checksum probe", ChecksumCRC32C="AAAAAA==")
+    except StoreError as e:
+        if e.code in ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "InvalidRequest", "400"):
+            p.created.discard(key)
+            return f"a body with a wrong x-amz-checksum-crc32c was refused ({e.code})"
+        raise
+    raise Failed("the server stored a body whose x-amz-checksum-crc32c was wrong",
+                 "it does not check CRC32C: set checksum_algorithm = md5")
+
+
 async def step_delete(p: Probe) -> str:
     await p.store.delete(p.key)
     p.created.discard(p.key)
@@ -500,6 +522,7 @@ STEPS = (
     Step("head", "head probe object", step_head, ("put",), writes=True),
     Step("multipart", "multipart upload", step_multipart, ("bucket",), writes=True),
     Step("copy", "server-side copy", step_copy, ("put",), writes=True),
+    Step("checksum", "checksum checked", step_checksum, ("bucket",), writes=True),
     Step("delete", "delete probe object", step_delete, ("put",), writes=True),
 )
 

@@ -8,6 +8,7 @@ signalled, then commit what is still pending and exit.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from functools import partial
 import errno
 import logging
@@ -99,9 +100,21 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
+def one_heap_for_all_threads() -> None:
+    """The CRT's threads would each get a glibc arena of their own, and each arena keeps
+    what the part copies freed in it: RSS grew 35 MiB past the budget with 4 writers.
+    One arena lets the event loop reuse what the CRT freed (and the other way round)."""
+    M_ARENA_MAX = -8
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
+
+
 async def run(config: Config, mountpoint: str, ready: Callable[[], None], status_socket: str | None = None) -> None:
     check_mountpoint(mountpoint)
     prepare_cache_dir(config)
+    one_heap_for_all_threads()
     async with contextlib.AsyncExitStack() as stack:
         try:  # aiobotocore creates the client, and looks for credentials, only here
             store = await stack.enter_async_context(S3Store.open(config.store))

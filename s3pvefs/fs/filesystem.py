@@ -652,7 +652,8 @@ class Filesystem:
         s = await self.getattr(ino)
         if s.kind != SYMLINK:
             raise FsError("not a symlink", err=errno.EINVAL)
-        return await self.store.get_range(self._object_key(inode), 0, s.size)
+        # bytes, not any buffer: pyfuse3 hands a link target to the kernel as a bytes object
+        return bytes(await self.store.get_range(self._object_key(inode), 0, s.size))
 
     # ------------------------------------------------------------------ renames
     async def rename(self, old_parent: int, old_raw: bytes, new_parent: int, new_raw: bytes,

@@ -80,9 +80,10 @@ class Prefetcher:
                 raise chunk.error
             lo = max(offset, i * c) - i * c
             hi = min(end, (i + 1) * c) - i * c
-            parts.append(chunk.data[lo:hi])
+            parts.append(memoryview(chunk.data)[lo:hi])
         self._next = end
-        return b"".join(parts)
+        # One chunk: a view of it, no copy (pyfuse3 sends any buffer to the kernel as is).
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _start(self, index: int, needed: bool) -> bool:
         c = self._cfg.chunk_size

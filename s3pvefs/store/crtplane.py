@@ -171,8 +171,10 @@ class CrtDataPlane:
             key, secret, token = credentials()
             return auth.AwsCredentials(key, secret, token)
         provider = auth.AwsCredentialsProvider.new_delegate(current)
-        # The body is not hashed for the signature: each part carries Content-MD5 or a
-        # CRC header, which is signed (as aiobotocore does with payload signing off).
+        # A part carrying Content-MD5 (signed) is sent UNSIGNED-PAYLOAD, as aiobotocore
+        # does with payload signing off; one without gets its SHA-256 signed (content_md5 =
+        # false), hashed by the caller (the CRT's own hashing of a DEFAULT request's body
+        # is not done on every version).
         self._signing = auth.AwsSigningConfig(
             algorithm=auth.AwsSigningAlgorithm.V4, signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
             credentials_provider=provider, region=region, service="s3",
@@ -195,7 +197,7 @@ class CrtDataPlane:
                 connect_timeout_ms=int(connect_timeout * 1000))
 
     async def _request(self, op: str, method: str, key: str, query: str, headers: list[tuple[str, str]],
-                       body=None, into: bytearray | None = None) -> _Exchange:
+                       body=None, into: bytearray | None = None, body_sha256: str | None = None) -> _Exchange:
         if self._refresh is not None:
             await self._refresh()
         place = self._place_of(key)
@@ -205,6 +207,7 @@ class CrtDataPlane:
                                    _BodyReader(body) if body is not None else None)
         meta = self._clients[place.tls].make_request(
             type=s3.S3RequestType.DEFAULT, operation_name=op, request=request,
+            signing_config=self._signing.replace(signed_body_value=body_sha256) if body_sha256 else self._signing,
             on_headers=ex.on_headers, on_body=ex.on_body if into is not None else None, on_done=ex.on_done)
         # Before the answer, the body must have had time to go at min_transfer_rate.
         sending = len(body) / self._min_rate if body is not None else 0.0
@@ -248,13 +251,16 @@ class CrtDataPlane:
         name = getattr(ex.error, "name", type(ex.error).__name__)
         return StoreError(f"{_LABEL[op]} {key}: {name}", code="Network", transient=True)
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body, checksum: tuple[str, str] | None):
-        """checksum: (header, value), e.g. ("Content-MD5", ...); returns the part's ETag."""
+    async def upload_part(self, key: str, upload_id: str, number: int, body, checksum: tuple[str, str] | None,
+                          body_sha256: str | None = None):
+        """checksum: (header, value), e.g. ("Content-MD5", ...), signed; or body_sha256
+        (hex), signed instead of UNSIGNED-PAYLOAD. Returns the part's ETag."""
         headers = [("Content-Length", str(len(body)))]
         if checksum:
             headers.append(checksum)
         ex = await self._request("UploadPart", "PUT", key,
-                                 f"partNumber={number}&uploadId={quote(upload_id, safe='')}", headers, body=body)
+                                 f"partNumber={number}&uploadId={quote(upload_id, safe='')}", headers, body=body,
+                                 body_sha256=body_sha256)
         etag = ex.headers.get("etag", "").strip('"')
         if not etag:
             raise StoreError(f"UploadPart {key}: no ETag in the answer", code="NoETag", transient=True)

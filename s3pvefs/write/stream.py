@@ -63,7 +63,7 @@ class _Upload:
     started: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
     copies: list[tuple[int, int, int]] = field(default_factory=list)  # (number, start, end) of the committed prefix
-    unsent: dict[int, bytes | bytearray] = field(default_factory=dict)  # bodies of parts S3 did not store: kept, not lost
+    unsent: dict[int, bytes] = field(default_factory=dict)  # bodies of parts S3 did not store: kept, not lost
 
 
 class StreamedFile:
@@ -199,7 +199,8 @@ class StreamedFile:
         if n <= 0:
             return
         upload = self._upload or self._begin_upload()
-        body = self._take(n)
+        body = self._copy(0, n)
+        del self.buf[:n]
         self.base += n
         self._data_parts += 1
         number = upload.next_number
@@ -207,19 +208,6 @@ class StreamedFile:
         self._budget.start_sending(n)
         self._sending += 1
         self._nursery.start_soon(self._upload_part, upload, number, body)
-
-    def _take(self, n: int) -> bytearray:
-        """The first n buffered bytes as a buffer of their own, the rest left buffered:
-        the buffer itself is handed over and only the rest (the reorder window, a
-        megabyte or so) is copied, not the part."""
-        body = self.buf
-        if n >= len(body):
-            self.buf = bytearray()
-            return body
-        with memoryview(body) as view:
-            self.buf = bytearray(view[n:])
-        del body[n:]
-        return body
 
     def _copy(self, start: int, end: int) -> bytes:
         # One copy (slicing the bytearray first would make two: parts are megabytes).
@@ -267,7 +255,7 @@ class StreamedFile:
             return
         upload.etags.append(PartEtag(number, etag))
 
-    async def _upload_part(self, upload: _Upload, number: int, body: bytearray) -> None:
+    async def _upload_part(self, upload: _Upload, number: int, body: bytes) -> None:
         stored = False
         try:
             await upload.started.wait()

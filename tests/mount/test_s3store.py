@@ -42,8 +42,8 @@ def credentials(monkeypatch):
 
 def with_store(s3_server, bucket, body, **cfg):
     async def main():
-        async with s3mod.S3Store.open(StoreConfig(bucket=bucket, endpoint_url=s3_server, max_attempts=1,
-                                                  **cfg)) as store:
+        async with s3mod.S3Store.open(StoreConfig(bucket=bucket, endpoint_url=s3_server,
+                                                  **{"max_attempts": 1, **cfg})) as store:
             return await body(store)
     return trio.run(main)
 
@@ -143,3 +143,114 @@ def test_get_small_brings_headers_and_at_most_limit_bytes(s3, s3_server, bucket)
     (info, data), _ = out["empty"]
     assert data == b"" and info.size == 0
     assert out["missing"][0] is None
+
+
+# ----------------------------------------------------------------------------- the CRT data plane
+
+def test_parts_and_ranged_gets_go_through_the_crt_by_default(s3, s3_server, bucket):
+    """data_plane = auto takes the CRT (awscrt is a dependency): parts and ranged GETs go
+    through it, with the same answers as aiobotocore's (the round trip above covers the
+    bytes): a range inside, one running past the end, If-Match that holds and one that
+    no longer does (Changed), a missing key and a range past the end (StoreError codes)."""
+    data = os.urandom(3 * MiB + 17)
+    s3.put_object(Bucket=bucket, Key="obj", Body=data)
+    etag = s3.head_object(Bucket=bucket, Key="obj")["ETag"].strip('"')
+
+    async def body(store):
+        assert store.data_plane == "crt"
+        out = {"inside": await store.get_range("obj", 1000, 2 * MiB, etag),
+               "past end": await store.get_range("obj", len(data) - 10, len(data) + 100)}
+        with pytest.raises(s3mod.Changed):
+            await store.get_range("obj", 0, 10, "0" * 32)
+        for key, start in (("missing", 0), ("obj", len(data) + 5)):
+            with pytest.raises(s3mod.StoreError) as e:
+                await store.get_range(key, start, start + 10)
+            out[key] = e.value.code
+        return out
+
+    out = with_store(s3_server, bucket, body)
+    assert bytes(out["inside"]) == data[1000:2 * MiB]
+    assert bytes(out["past end"]) == data[-10:]
+    assert out["missing"] in ("NoSuchKey", "404")
+    assert out["obj"] in ("InvalidRange", "416")
+
+
+@pytest.mark.parametrize("content_md5", [True, False])
+def test_crt_parts_carry_a_signed_md5_or_a_signed_body_hash(s3_server, bucket, content_md5):
+    """Through the CRT as through aiobotocore: Content-MD5 of the exact part, signed, with
+    UNSIGNED-PAYLOAD; without content_md5 the part's SHA-256 is signed instead."""
+    part = os.urandom(5 * MiB)
+
+    async def body(store):
+        upload = await store.create_multipart("big", {})
+        await store.upload_part("big", upload, 1, bytearray(part))
+        await store.abort_multipart("big", upload)
+
+    with FaultProxy(s3_server) as proxy:
+        with_store(proxy.url, bucket, body, content_md5=content_md5)
+    (h,) = [h for method, target, h in proxy.seen if method == "PUT" and "partNumber=1" in target]
+    if content_md5:
+        assert h["content-md5"] == base64.b64encode(hashlib.md5(part).digest()).decode()
+        assert h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        assert "content-md5" in h["authorization"].lower()
+    else:
+        assert "content-md5" not in h
+        assert h["x-amz-content-sha256"] == hashlib.sha256(part).hexdigest()
+    assert "aws-crt" in h.get("user-agent", "").lower() or "crt" in h.get("user-agent", "").lower()
+
+
+def test_a_silent_server_is_given_up_after_read_timeout_and_retried(s3, s3_server, bucket):
+    """The CRT has no read timeout of its own: the plane's watchdog cancels a request
+    whose connection stays silent for read_timeout, and the adapter tries again."""
+    data = os.urandom(MiB)
+    s3.put_object(Bucket=bucket, Key="obj", Body=data)
+
+    async def body(store):
+        t0 = trio.current_time()
+        got = await store.get_range("obj", 0, MiB)
+        return got, trio.current_time() - t0, dict(store.retries), dict(store.errors)
+
+    with FaultProxy(s3_server) as proxy:
+        proxy.fault_once = {("stall", lambda method, target: method == "GET")}
+        got, took, retries, errors = with_store(proxy.url, bucket, body, read_timeout=2, max_attempts=3)
+    assert bytes(got) == data
+    assert 2 <= took < 15, took
+    assert retries == {"get_object": 1} and not errors
+    assert proxy.faults["stall"] == 1
+
+
+def test_python_data_plane_still_carries_the_bytes(s3, s3_server, bucket):
+    data = os.urandom(2 * MiB)
+
+    async def body(store):
+        assert store.data_plane == "python"
+        upload = await store.create_multipart("big", {})
+        e1 = await store.upload_part("big", upload, 1, data)
+        await store.complete_multipart("big", upload, [PartEtag(1, e1)])
+        return await store.get_range("big", 5, MiB)
+
+    assert bytes(with_store(s3_server, bucket, body, data_plane="python")) == data[5:MiB]
+
+
+@pytest.mark.parametrize("data_plane", ["crt", "python"])
+def test_crc32c_on_every_put_and_part(s3, s3_server, bucket, data_plane):
+    """checksum_algorithm = crc32c: x-amz-checksum-crc32c of the exact body on PUTs and
+    parts, no Content-MD5, UNSIGNED-PAYLOAD; the object reads back whole."""
+    from awscrt.checksums import crc32c
+    small, part = os.urandom(1000), os.urandom(5 * MiB)
+
+    async def body(store):
+        await store.put("small", small, {})
+        upload = await store.create_multipart("big", {})
+        e1 = await store.upload_part("big", upload, 1, part)
+        await store.complete_multipart("big", upload, [PartEtag(1, e1)])
+
+    with FaultProxy(s3_server) as proxy:
+        with_store(proxy.url, bucket, body, checksum_algorithm="crc32c", data_plane=data_plane)
+    puts = [h for method, _, h in proxy.seen if method == "PUT"]
+    assert len(puts) == 2
+    for h, data in zip(puts, (small, part)):
+        assert h["x-amz-checksum-crc32c"] == base64.b64encode(crc32c(data).to_bytes(4, "big")).decode()
+        assert "content-md5" not in h
+        assert h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == part

@@ -607,3 +607,31 @@ def test_zstd_pipeline_like_vzdump(mount, tmp_path):
     assert head["ContentLength"] == os.path.getsize(local) > 24 * MiB
     assert m.sha256("dump/x.vma.zst") == sha256_file(local)
     assert_no_uploads(m)
+
+
+# ----------------------------------------------------------------------------- request sizes
+
+def test_the_kernel_asks_one_mib_at_a_time(mount):
+    """st_blksize 1 MiB (cp sizes its buffer by it: 1 MiB FUSE writes, max_write) and the
+    mount's kernel read-ahead 1 MiB (kernel_readahead; the kernel lowers it to its own
+    offer at FUSE INIT, so the daemon sets it after): sequential reads come 1 MiB at a
+    time, not 128 KiB."""
+    from s3pvefs.fuse.bdi import device_of
+    m = mount()
+    with open(m.path("f"), "wb") as f:
+        f.write(b"x" * 4096)
+    assert os.stat(m.path("f")).st_blksize == 1 << 20
+    dev = device_of(m.mp)
+    assert dev is not None
+    deadline, kib = time.monotonic() + 10, None
+    while time.monotonic() < deadline:
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+            kib = f.read().strip()
+        if kib == "1024":
+            break
+        time.sleep(0.2)
+    assert kib == "1024"
+
+    m2 = mount(["kernel_readahead=0"])
+    with open(f"/sys/class/bdi/{device_of(m2.mp)}/read_ahead_kb") as f:
+        assert f.read().strip() == "128"  # left to the kernel
