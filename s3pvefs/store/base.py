@@ -66,9 +66,11 @@ class ObjectStore(Protocol):
     async def list_page(self, prefix: str, delimiter: str | None = "/",
                         token: str | None = None, max_keys: int = 1000) -> ListPage: ...
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes | bytearray:
-        """Bytes [start, end) of the object (bytes or a bytearray: the CRT plane fills one
-        in place); ``etag`` (If-Match) raises errors.Changed if another version is there now."""
+    async def get_range(self, key: str, start: int, end: int, etag: str | None = None,
+                        into: bytearray | None = None) -> bytes | bytearray | memoryview:
+        """Bytes [start, end) of the object, as any bytes-like object (the CRT plane fills a
+        bytearray in place: ``into`` when given, then a view of it is returned); ``etag``
+        (If-Match) raises errors.Changed if another version is there now."""
 
     async def put(self, key: str, body: bytes, metadata: dict[str, str],
                   content_type: str | None = None) -> str: ...

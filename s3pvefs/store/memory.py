@@ -118,7 +118,7 @@ class MemoryStore(ListAll):
         return ListPage(objects, sorted(p for p, o in entries if o is None),
                         last if more else None)
 
-    async def get_range(self, key, start, end, etag=None):
+    async def get_range(self, key, start, end, etag=None, into=None):
         await self._enter("get")
         obj = self.objects.get(key)
         if obj is None:

@@ -550,12 +550,12 @@ class S3Store(ListAll):
                 log.error("%s", skew_message(e))
             raise
 
-    async def get_range(self, key, start, end, etag=None):
+    async def get_range(self, key, start, end, etag=None, into=None):
         if end <= start:
             return b""
         if self._plane is not None:
             data = await self._through_plane("get_object", key, end - start,
-                                             lambda: self._plane.get_range(key, start, end, etag))
+                                             lambda: self._plane.get_range(key, start, end, etag, into))
             self.bytes_received += len(data)
             return data
         kwargs = {"Key": key, "Range": f"bytes={start}-{end - 1}"}
