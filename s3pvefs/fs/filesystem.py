@@ -86,7 +86,8 @@ class Filesystem:
         self._recovered_dir = os.path.join(config.resolved_cache_dir(), "recovered")
         self._cache_lock: int | None = None
         self.space = CacheSpace(config.cache.disk_budget)
-        self.budget = MemoryBudget(config.write.memory_budget)
+        self.budget = MemoryBudget(config.write.memory_budget,
+                                   copies=2 if getattr(store, "data_plane", "python") == "crt" else 1)
         self.read_budget = MemoryBudget(config.read.readahead_budget)
         self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
         self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it

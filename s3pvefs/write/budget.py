@@ -31,8 +31,13 @@ class Holder(Protocol):
 
 
 class MemoryBudget:
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, copies: int = 1):
+        """copies: how many times a part on its way to S3 is held in memory. 2 when the
+        CRT carries parts: it sends from a copy of its own, kept until the answer; that
+        copy is charged too (without waiting: the part is already cut), so writers wait
+        sooner instead of the daemon growing past the budget."""
         self.limit = limit
+        self._extra = max(copies, 1) - 1
         self.used = 0  # bytes charged: buffered plus parts being sent
         self.sending = 0  # of those, bytes in parts on their way to S3
         self.peak = 0
@@ -67,15 +72,17 @@ class MemoryBudget:
 
     def start_sending(self, n: int) -> None:
         self.sending += n
+        self.used += n * self._extra
+        self.peak = max(self.peak, self.used)
 
     def done_sending(self, n: int) -> None:
         self.sending -= n
-        self.release(n)
+        self.release(n * (1 + self._extra))
 
     def stop_sending(self, n: int) -> None:
         """Bytes no longer on their way (S3 did not take them) but still held."""
         self.sending -= n
-        self._wake()
+        self.release(n * self._extra)
 
     def _flush_largest(self) -> bool:
         for holder in sorted(self.holders, key=lambda h: h.buffered(), reverse=True):
