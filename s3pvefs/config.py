@@ -128,7 +128,7 @@ class WriteConfig:
     reorder_window: int = field(default=1 * MiB, metadata=_SIZE)
     # Memory for streamed data not yet stored by S3, for the whole mount: writers
     # wait when it is used up.
-    memory_budget: int = field(default=256 * MiB, metadata=_SIZE)
+    memory_budget: int = field(default=160 * MiB, metadata=_SIZE)
     # Seconds a data request (part, PUT, copy, complete) keeps being tried while S3 does
     # not answer or answers 5xx/throttling: writers wait through an outage this long;
     # after it, they get EIO and what was written is kept on local disk for a later try.
