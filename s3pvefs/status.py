@@ -38,8 +38,9 @@ def snapshot(fs, store) -> dict:
         "errors": dict(getattr(store, "errors", {})),
         "retries": dict(getattr(store, "retries", {})),
         "bytes": {"sent": getattr(store, "bytes_sent", 0), "received": getattr(store, "bytes_received", 0)},
-        # what carries part uploads and ranged GETs: "crt" (AWS CRT) or "python" (aiobotocore)
+        # what carries part uploads / ranged GETs: "crt" (AWS CRT) or "python" (aiobotocore)
         "data_plane": getattr(store, "data_plane", "python"),
+        "read_plane": getattr(store, "read_plane", "python"),
     }
 
 
@@ -132,7 +133,8 @@ def render(snap: dict, mountpoint: str) -> str:
     errors = ", ".join(f"{k} {v}" for k, v in sorted(snap["errors"].items())) or "none"
     lines.append(f"S3 requests: {requests}")
     lines.append(f"S3 bytes: sent {_size(snap['bytes']['sent'])}, received {_size(snap['bytes']['received'])} "
-                 f"(parts and ranged GETs through {'the AWS CRT' if snap.get('data_plane') == 'crt' else 'aiobotocore'})")
+                 f"(parts through {'the AWS CRT' if snap.get('data_plane') == 'crt' else 'aiobotocore'}, "
+                 f"ranged GETs through {'the AWS CRT' if snap.get('read_plane') == 'crt' else 'aiobotocore'})")
     lines.append(f"S3 failures (after retries): {errors}")
     retries = ", ".join(f"{k} {v}" for k, v in sorted(snap.get("retries", {}).items())) or "none"
     lines.append(f"S3 retries made by s3pvefs (botocore's and the CRT's own are not counted): {retries}")

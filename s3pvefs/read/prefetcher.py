@@ -108,7 +108,9 @@ class Prefetcher:
         return True
 
     async def _fetch(self, chunk: _Chunk, start: int, end: int) -> None:
-        buffer = self._free.pop() if self._free else bytearray(self._cfg.chunk_size)
+        buffer = None
+        if getattr(self._store, "fills_buffers", False):  # else it brings buffers of its own
+            buffer = self._free.pop() if self._free else bytearray(self._cfg.chunk_size)
         with chunk.scope:
             try:
                 chunk.data = await self._store.get_range(self._key(), start, end, self.etag, into=buffer)

@@ -319,11 +319,14 @@ class S3Store(ListAll):
     def __init__(self, client, bucket: str, content_md5: bool = True, checksum_algorithm: str = "md5",
                  request_deadline: float = 20.0,
                  min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
-                 max_attempts: int = 5, data_plane=None):
+                 max_attempts: int = 5, data_plane=None, plane_reads: bool = False):
         self._client = client
-        # CrtDataPlane (crtplane.py) for UploadPart bodies and ranged GETs, or None:
-        # then aiobotocore carries them too.
+        # CrtDataPlane (crtplane.py) for UploadPart bodies (and ranged GETs when
+        # plane_reads), or None: then aiobotocore carries them too.
         self._plane = data_plane
+        self._plane_reads = data_plane is not None and plane_reads
+        # get_range fills a caller's buffer (into=) in place: the prefetcher reuses them
+        self.fills_buffers = self._plane_reads
         self.bucket = bucket
         self._content_md5 = content_md5
         self._algorithm = checksum_algorithm
@@ -395,12 +398,18 @@ class S3Store(ListAll):
                       request_deadline=cfg.request_deadline,
                       min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,
                       throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()),
-                      data_plane=plane)
+                      data_plane=plane, plane_reads=cfg.data_plane == "crt")
 
     @property
     def data_plane(self) -> str:
-        """What carries the bulk bytes, for `s3pvefs status` and the log."""
+        """What carries part uploads, for `s3pvefs status` and the budget (the CRT sends
+        from a copy of its own)."""
         return "crt" if self._plane is not None else "python"
+
+    @property
+    def read_plane(self) -> str:
+        """What carries ranged GETs."""
+        return "crt" if self._plane_reads else "python"
 
     @contextlib.contextmanager
     def _bounded(self, op: str, key: str, nbytes: int = 0):
@@ -553,7 +562,7 @@ class S3Store(ListAll):
     async def get_range(self, key, start, end, etag=None, into=None):
         if end <= start:
             return b""
-        if self._plane is not None:
+        if self._plane_reads:
             data = await self._through_plane("get_object", key, end - start,
                                              lambda: self._plane.get_range(key, start, end, etag, into))
             self.bytes_received += len(data)

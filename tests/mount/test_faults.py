@@ -160,7 +160,7 @@ def test_96_mib_round_trip_under_10_percent_faults(mount, s3_server):
               f"failures {status['errors'] or 'none'}")
         # Retried by the adapter (aiobotocore plane), or inside the CRT, which counts none:
         # then the proxy must have cut bodies off, and the read still matched.
-        if status["data_plane"] == "crt":
+        if status["read_plane"] == "crt":
             assert sum(proxy.faults.values()) > 0, proxy.summary()
         else:
             assert status["retries"].get("get_object body", 0) > 0

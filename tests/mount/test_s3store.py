@@ -147,17 +147,20 @@ def test_get_small_brings_headers_and_at_most_limit_bytes(s3, s3_server, bucket)
 
 # ----------------------------------------------------------------------------- the CRT data plane
 
-def test_parts_and_ranged_gets_go_through_the_crt_by_default(s3, s3_server, bucket):
-    """data_plane = auto takes the CRT (awscrt is a dependency): parts and ranged GETs go
-    through it, with the same answers as aiobotocore's (the round trip above covers the
-    bytes): a range inside, one running past the end, If-Match that holds and one that
-    no longer does (Changed), a missing key and a range past the end (StoreError codes)."""
+def test_ranged_gets_through_the_crt(s3, s3_server, bucket):
+    """data_plane = crt: ranged GETs through the CRT give the same answers as through
+    aiobotocore: a range inside, one running past the end, If-Match that holds and one
+    that no longer does (Changed), a missing key and a range past the end (StoreError
+    codes); with into=, the caller's buffer is filled and a view of it returned."""
     data = os.urandom(3 * MiB + 17)
     s3.put_object(Bucket=bucket, Key="obj", Body=data)
     etag = s3.head_object(Bucket=bucket, Key="obj")["ETag"].strip('"')
 
     async def body(store):
-        assert store.data_plane == "crt"
+        assert (store.data_plane, store.read_plane) == ("crt", "crt")
+        buffer = bytearray(4 * MiB)
+        view = await store.get_range("obj", 0, MiB, etag, into=buffer)
+        assert isinstance(view, memoryview) and view.obj is buffer and bytes(view) == data[:MiB]
         out = {"inside": await store.get_range("obj", 1000, 2 * MiB, etag),
                "past end": await store.get_range("obj", len(data) - 10, len(data) + 100)}
         with pytest.raises(s3mod.Changed):
@@ -168,7 +171,7 @@ def test_parts_and_ranged_gets_go_through_the_crt_by_default(s3, s3_server, buck
             out[key] = e.value.code
         return out
 
-    out = with_store(s3_server, bucket, body)
+    out = with_store(s3_server, bucket, body, data_plane="crt")
     assert bytes(out["inside"]) == data[1000:2 * MiB]
     assert bytes(out["past end"]) == data[-10:]
     assert out["missing"] in ("NoSuchKey", "404")
@@ -212,7 +215,8 @@ def test_a_silent_server_is_given_up_after_read_timeout_and_retried(s3, s3_serve
 
     with FaultProxy(s3_server) as proxy:
         proxy.fault_once = {("stall", lambda method, target: method == "GET")}
-        got, took, retries, errors = with_store(proxy.url, bucket, body, read_timeout=2, max_attempts=3)
+        got, took, retries, errors = with_store(proxy.url, bucket, body, read_timeout=2, max_attempts=3,
+                                                data_plane="crt")
     assert bytes(got) == data
     assert 2 <= took < 15, took
     assert retries == {"get_object": 1} and not errors
@@ -223,7 +227,7 @@ def test_python_data_plane_still_carries_the_bytes(s3, s3_server, bucket):
     data = os.urandom(2 * MiB)
 
     async def body(store):
-        assert store.data_plane == "python"
+        assert (store.data_plane, store.read_plane) == ("python", "python")
         upload = await store.create_multipart("big", {})
         e1 = await store.upload_part("big", upload, 1, data)
         await store.complete_multipart("big", upload, [PartEtag(1, e1)])
@@ -254,3 +258,10 @@ def test_crc32c_on_every_put_and_part(s3, s3_server, bucket, data_plane):
         assert "content-md5" not in h
         assert h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == part
+
+
+def test_by_default_parts_go_through_the_crt_and_gets_through_aiobotocore(s3_server, bucket):
+    async def body(store):
+        return store.data_plane, store.read_plane, store.fills_buffers
+
+    assert with_store(s3_server, bucket, body) == ("crt", "python", False)
