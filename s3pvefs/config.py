@@ -50,9 +50,9 @@ class StoreConfig:
     # Cloudflare R2, Ceph >= 19; older servers ignore it, `s3pvefs check` says which).
     checksum_algorithm: str = "md5"
     # What carries the bulk bytes. auto: part uploads through the AWS CRT (awscrt, a
-    # third of the CPU), ranged GETs through aiobotocore (the CRT's reached 72-92 MiB/s
-    # 30 ms away where aiobotocore's reach 210); crt: both through the CRT (near servers:
-    # reads ~10% faster, a third less CPU); python: both through aiobotocore.
+    # third of the CPU); ranged GETs through it too when the server is near (the mount's
+    # HeadBucket under 15 ms), else through aiobotocore (30 ms away the CRT's GETs reached
+    # 72-92 MiB/s, aiobotocore's 210); crt: both always; python: neither.
     data_plane: str = "auto"
     max_connections: int = 64  # header reads of listings use up to 48 (namespace/headers.py)
     # aws, ceph, minio, wasabi, b2, r2: sets the provider's known quirks (PRESETS) for

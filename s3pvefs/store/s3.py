@@ -411,6 +411,11 @@ class S3Store(ListAll):
         """What carries ranged GETs."""
         return "crt" if self._plane_reads else "python"
 
+    def reads_through_plane(self, on: bool) -> None:
+        """data_plane = auto, once the mount knows how far the server is (daemon.py)."""
+        self._plane_reads = self._plane is not None and on
+        self.fills_buffers = self._plane_reads
+
     @contextlib.contextmanager
     def _bounded(self, op: str, key: str, nbytes: int = 0):
         """No request hangs: request_deadline plus the time to move nbytes at
