@@ -103,19 +103,24 @@ def fuse_options(config: Config) -> set[str]:
 HEAP_TRIM_INTERVAL = 5.0  # seconds
 
 
-async def give_freed_memory_back() -> None:
+async def give_freed_memory_back(budget) -> None:
     """Parts are freed as soon as S3 has them; glibc keeps the holes in its heap for
     reuse, but a larger part size (16 MiB after 1,000 parts) does not fit the holes of
     the smaller: peak RSS went from 250 to 410 MiB over a 10 GiB write. malloc_trim
     every few seconds hands whole free pages back (a few pages re-faulted per second
-    at full speed; mapping every part instead cost 3 CPU-s per GiB in page faults)."""
+    at full speed; mapping every part instead cost 3 CPU-s per GiB in page faults).
+    Only while streamed writes hold memory: readers' chunk buffers are reused as they
+    are, and trimming them cost page faults on every chunk."""
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc
         return
+    writing = False
     while True:
         await trio.sleep(HEAP_TRIM_INTERVAL)
-        trim(0)
+        if writing or budget.used:  # also once after the writes ended
+            trim(0)
+        writing = budget.used > 0
 
 
 # Ranged GETs through the CRT only for a near server: on this project's benchmark host the
@@ -159,7 +164,7 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
                 ready()
                 notify("READY=1", f"STATUS=mounted {config.store.bucket} on {mountpoint}")
                 nursery.start_soon(_watch_signals, fs)
-                nursery.start_soon(give_freed_memory_back)
+                nursery.start_soon(give_freed_memory_back, fs.budget)
                 def snapshot() -> dict:
                     return status.snapshot(fs, store)
                 if status_socket:
