@@ -82,3 +82,21 @@ def test_exit_codes_are_distinct():
     codes = [bucketaccess.EXIT_OTHER, bucketaccess.EXIT_USAGE, bucketaccess.EXIT_CREDENTIALS, bucketaccess.EXIT_NO_BUCKET,
              bucketaccess.EXIT_UNREACHABLE, bucketaccess.EXIT_MOUNTPOINT, bucketaccess.EXIT_NO_FUSE, bucketaccess.EXIT_CLOCK_SKEW]
     assert codes == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+class _PlaneStore:
+    def __init__(self):
+        self.read_plane = "python"
+
+    def reads_through_plane(self, on):
+        self.read_plane = "crt" if on else "python"
+
+
+def test_ranged_gets_through_the_crt_only_for_a_near_server():
+    from s3pvefs.config import Config, StoreConfig
+    from s3pvefs.daemon import NEAR_SERVER, choose_read_plane
+    for plane, seconds, expect in (("auto", NEAR_SERVER / 3, "crt"), ("auto", 0.030, "python"),
+                                   ("python", 0.001, "python")):
+        store = _PlaneStore()
+        choose_read_plane(store, Config(store=StoreConfig(data_plane=plane)), seconds)
+        assert store.read_plane == expect, (plane, seconds)
