@@ -35,7 +35,7 @@ def test_status_shows_a_running_upload(mount, tmp_path):
     assert f["written"] == 23 << 20
     assert f["sent"] >= 15 << 20 and 0 < f["stored"] <= f["sent"], f
     assert snap["requests"]["upload_part"] >= 3 and snap["requests"]["create_multipart_upload"] == 1
-    assert snap["memory"]["write_used"] > 0 and snap["memory"]["write_limit"] == 256 << 20
+    assert snap["memory"]["write_used"] > 0 and snap["memory"]["write_limit"] == 160 << 20
     text = run_cli("status", m.mp, "--once").stdout
     assert "vzdump-qemu-100-2026_11_24-01_00_00.vma.dat" in text and "streamed" in text and "23.0 MiB" in text
     writer.resume()
@@ -75,7 +75,7 @@ def test_prometheus_metrics_on_localhost(mount):
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 's3pvefs_s3_requests_total{operation="put_object"} 1.0' in body, body
     assert "s3pvefs_pending_files 0.0" in body
-    assert 's3pvefs_memory_bytes{budget="write",what="limit"} 2.68435456e+08' in body
+    assert 's3pvefs_memory_bytes{budget="write",what="limit"} 1.6777216e+08' in body
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
     assert e.value.code == 404

@@ -315,12 +315,14 @@ def test_four_writers_share_the_memory_budget(mount, tmp_path):
     growth = (peak_kib - base_kib) * KiB
 
     # Measured on the 2-core test machine against moto (4 x 40 MiB, 5 MiB parts, 32 MiB
-    # budget): growth 47 MiB. Beyond the budget: each part is copied once when it is cut
-    # from the buffer, the HTTP stack holds 1 MiB pieces of every part in flight plus the
-    # request being signed and checksummed. 24 MiB of slack covers that and still fails
-    # if the budget did not bound the buffers (4 files x 40 MiB = 160 MiB written), or
-    # if freed parts stayed in the heap (growth was 60 MiB before daemon.py fixed that).
-    slack = 24 * MiB
+    # budget). Parts go through the AWS CRT, which sends each from a copy of its own;
+    # that copy is charged to the budget too (write/budget.py), but the CRT's threads
+    # free it in malloc arenas of their own, trimmed only every few seconds
+    # (daemon.give_freed_memory_back): growth 55 MiB alone, 70 MiB while the rest of the
+    # suite ran (47 MiB with aiobotocore carrying parts, before issue 17). 48 MiB of
+    # slack covers that and still fails if the budget did not bound the buffers
+    # (4 files x 40 MiB = 160 MiB written).
+    slack = 48 * MiB
     figures = (f"RSS after mount {base_kib / 1024:.1f} MiB, peak {peak_kib / 1024:.1f} MiB, "
                f"growth {growth / MiB:.1f} MiB (budget {budget // MiB} MiB + slack {slack // MiB} MiB), "
                f"4 x {size / MiB:.1f} MiB written in {elapsed:.1f} s")
