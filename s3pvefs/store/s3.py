@@ -325,8 +325,6 @@ class S3Store(ListAll):
         # plane_reads), or None: then aiobotocore carries them too.
         self._plane = data_plane
         self._plane_reads = data_plane is not None and plane_reads
-        # get_range fills a caller's buffer (into=) in place: the prefetcher reuses them
-        self.fills_buffers = self._plane_reads
         self.bucket = bucket
         self._content_md5 = content_md5
         self._algorithm = checksum_algorithm
@@ -414,7 +412,11 @@ class S3Store(ListAll):
     def reads_through_plane(self, on: bool) -> None:
         """data_plane = auto, once the mount knows how far the server is (daemon.py)."""
         self._plane_reads = self._plane is not None and on
-        self.fills_buffers = self._plane_reads
+
+    @property
+    def fills_buffers(self) -> bool:
+        """get_range fills a caller's buffer (into=) in place: the prefetcher reuses them."""
+        return self._plane_reads
 
     @contextlib.contextmanager
     def _bounded(self, op: str, key: str, nbytes: int = 0):
@@ -433,12 +435,16 @@ class S3Store(ListAll):
             with self._bounded(op, key, nbytes):
                 return await self._attempts(op, key, kwargs)
         except StoreError as e:
-            if e.code not in _NOT_FOUND:  # a lookup of an absent name is no failure
-                self.errors[e.code] += 1
-            if clock_skewed(e) and trio.current_time() - self._skew_logged > 60:
-                self._skew_logged = trio.current_time()  # once a minute, not once per request
-                log.error("%s", skew_message(e))
+            self._failed(e)
             raise
+
+    def _failed(self, e: StoreError) -> None:
+        """A request that failed for good: counted for `status`, a skewed clock logged."""
+        if e.code not in _NOT_FOUND and not isinstance(e, Changed):  # an absent name is no failure
+            self.errors[e.code] += 1
+        if clock_skewed(e) and trio.current_time() - self._skew_logged > 60:
+            self._skew_logged = trio.current_time()  # once a minute, not once per request
+            log.error("%s", skew_message(e))
 
     async def _backoff(self, attempt: int, error: StoreError, wait_at_least: float | None = None) -> None:
         """Wait before retry `attempt` (backoff_delay); if the request's deadline would
@@ -557,11 +563,7 @@ class S3Store(ListAll):
                     self.retries[op] += 1
                     await self._backoff(attempt, error)
         except StoreError as e:
-            if e.code not in _NOT_FOUND and not isinstance(e, Changed):
-                self.errors[e.code] += 1
-            if clock_skewed(e) and trio.current_time() - self._skew_logged > 60:
-                self._skew_logged = trio.current_time()
-                log.error("%s", skew_message(e))
+            self._failed(e)
             raise
 
     async def get_range(self, key, start, end, etag=None, into=None):
