@@ -110,10 +110,10 @@ def test_content_views_at_30ms_on_ceph(ceph_mount, ceph_server):
     packet to and from the RGW port held half the round trip), for 500 and 2,000
     backups, beside the same server near: one request per file cold, nothing warm; the
     times are printed. (moto cannot be the server here: it answers about 200 requests a
-    second.) The cold time is bound by CPU per request on this 2-core machine (the
-    daemon's aiobotocore + httpx, about 3 ms a request, and Ceph RGW's own), and varies
-    from run to run by 2x: the issue's 2 s for 500 backups is not reached, and the times
-    are not asserted (docs/PERFORMANCE.md)."""
+    second.) The cold time is bound by CPU on this 2-core machine (the daemon's FUSE
+    work, ~1.2 ms a file with the header reads in the CRT; Ceph RGW's own; the delay
+    program's), and varies from run to run by 2x: the issue's 2 s for 500 backups is not
+    reached, and the times are not asserted (docs/PERFORMANCE.md)."""
     from bench.latency import Latency
 
     figures = {}
