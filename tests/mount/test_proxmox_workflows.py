@@ -19,13 +19,13 @@ import json
 import os
 import random
 import re
-import shutil
 import stat
 import subprocess
 from dataclasses import dataclass
 
 import pytest
 
+from tests.conftest import need
 from tests.mount.conftest import sha256_file
 from tests.mount.test_streaming import assert_no_uploads, run_py, sh
 
@@ -193,13 +193,6 @@ def test_volume_name_rules_accept_and_refuse():
 # ----------------------------------------------------------------------------- tools and data
 
 
-def _ensure(packages: list[str]) -> None:
-    """apt-get install of missing tools (lzop, pigz: package names are the tool names)."""
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", *packages], capture_output=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-
-
 @dataclass(frozen=True)
 class Compressor:
     ext: str  # archive extension after .vma / .tar
@@ -211,16 +204,14 @@ class Compressor:
 
 
 @pytest.fixture(scope="module")
-def compressors() -> dict[str, Compressor | None]:
-    missing = [t for t in ("lzop", "pigz") if shutil.which(t) is None]
-    if missing:
-        _ensure(missing)
+def compressors() -> dict[str, Compressor]:
+    for tool in ("zstd", "pigz", "lzop"):
+        need(tool)
     return {
-        "zstd": Compressor("zst", "zstd -q --threads=1", "zstd -q -d -c", True) if shutil.which("zstd") else None,
-        # vzdump: "pigz -p N --rsyncable" when pigz is configured, else "gzip --rsyncable"
-        "gzip": Compressor("gz", "pigz -p 2 --rsyncable" if shutil.which("pigz") else "gzip --rsyncable",
-                           "gzip -q -d -c", False),
-        "lzo": Compressor("lzo", "lzop", "lzop -q -d -c", False) if shutil.which("lzop") else None,
+        "zstd": Compressor("zst", "zstd -q --threads=1", "zstd -q -d -c", True),
+        # vzdump: "pigz -p N --rsyncable" when pigz is configured (the gzip form is the same bytes' format)
+        "gzip": Compressor("gz", "pigz -p 2 --rsyncable", "gzip -q -d -c", False),
+        "lzo": Compressor("lzo", "lzop", "lzop -q -d -c", False),
     }
 
 
@@ -358,8 +349,6 @@ def assert_archive(m, rel: str, backup: Backup, src, comp: Compressor, tmp_path)
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "lzo"])
 def test_vm_backup_through_compressor(mount, tmp_path, compressors, compression):
     comp = compressors[compression]
-    if comp is None:
-        pytest.fail(f"no {compression} compressor installed: scripts/setup.sh installs it")
     m = mount()
     make_layout(m)
     src = tmp_path / "disk.raw"
@@ -415,8 +404,6 @@ def make_rootfs(root) -> None:
 
 
 def test_container_backup_tar_zstd_and_restore(mount, tmp_path, compressors):
-    if compressors["zstd"] is None:
-        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     m = mount()
     make_layout(m)
     rootfs = tmp_path / "rootfs"
@@ -486,8 +473,6 @@ print(st.st_size)
 
 
 def test_notes_and_protection(mount, tmp_path, compressors):
-    if compressors["zstd"] is None:
-        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     comp = compressors["zstd"]
     m = mount()
     make_layout(m)
@@ -586,8 +571,6 @@ def prune(dump: str, vmid: int, keep_last: int) -> list[str]:
 
 
 def test_pruning_and_rmdir_of_dump(mount, tmp_path, compressors):
-    if compressors["zstd"] is None:
-        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     comp = compressors["zstd"]
     m = mount()
     make_layout(m)
@@ -654,8 +637,6 @@ def test_pruning_and_rmdir_of_dump(mount, tmp_path, compressors):
 
 
 def test_restore_and_show_configuration(mount, tmp_path, compressors):
-    if compressors["zstd"] is None:
-        pytest.fail("zstd not installed: scripts/setup.sh installs it")
     comp = compressors["zstd"]
     m = mount()
     make_layout(m)
@@ -765,7 +746,7 @@ def test_iso_upload_download_and_dd_import(mount, tmp_path, compressors):
     dest = os.path.join(iso_dir, "ubuntu-24.04.1-live-server-amd64.iso")
     tmp, got = download(dest, dl_src)
     assert got == dl_digest
-    if shutil.which("qemu-img"):
+    if need("qemu-img"):
         info = json.loads(sh(f"qemu-img info --output=json {tmp}").stdout)
         assert info["format"] == "raw" and info["virtual-size"] == 11 * MiB
     os.rename(tmp, dest)
@@ -843,7 +824,7 @@ PERL_CHECK = 'die "not a file\\n" unless -f $ARGV[0]; die "script is not executa
 
 
 def check_hookscript(path: str) -> None:
-    if shutil.which("perl"):
+    if need("perl"):
         sh(f"perl -e '{PERL_CHECK}' {path}")
     assert os.path.isfile(path)
     assert os.stat(path).st_mode & 0o111, oct(os.stat(path).st_mode)  # what perl's -x tests as root
@@ -919,7 +900,7 @@ def test_image_allocation_listing_and_qemu_img_info(mount):
     raw_size, qcow2_size = 48 * MiB, 64 * MiB
     # alloc_image runs under umask 0037; raw is a sparse ftruncate to full size
     sh(f"umask 0037; truncate -s {raw_size} {raw}")
-    have_qemu_img = shutil.which("qemu-img") is not None
+    have_qemu_img = bool(need("qemu-img"))
     if have_qemu_img:
         sh(f"umask 0037; qemu-img create -f qcow2 -o preallocation=metadata {qcow2} {qcow2_size // KiB}K")
     st = os.stat(raw)
