@@ -5,7 +5,10 @@ same everywhere."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import botocore.exceptions
+import trio
 
 from s3pvefs.config import Config
 from s3pvefs.errors import (EXIT_CLOCK_SKEW, EXIT_CREDENTIALS, EXIT_MOUNTPOINT, EXIT_NO_BUCKET,  # noqa: F401
@@ -16,6 +19,10 @@ from s3pvefs.store.s3 import S3Store, clock_skewed, skew_message
 AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoCredentials",
               "InvalidToken", "ExpiredToken"}
 MISSING_CODES = {"404", "NoSuchBucket"}
+# How long mount, ls and check wait for the bucket's first answer: an endpoint that
+# refuses or never answers is a mistake to report now, not after the retries and the
+# request deadline (20 s) meant for a mount that is already serving.
+REACH_WITHIN = 3.5
 
 
 def bucket_error(e: StoreError, config: Config, doing: str = "access to") -> MountError:
@@ -37,11 +44,52 @@ def bucket_error(e: StoreError, config: Config, doing: str = "access to") -> Mou
 
 
 async def check_bucket(store: S3Store, config: Config) -> None:
-    """HeadBucket, as every command does before anything else; MountError on failure."""
+    """HeadBucket, as every command does before anything else; MountError on failure,
+    within REACH_WITHIN seconds, at once when the endpoint refuses connections."""
+    where = config.store.endpoint_url or "AWS S3"
+    refused = False
+
+    async def refusing() -> None:
+        nonlocal refused
+        if config.store.endpoint_url and await _refuses_connections(config.store.endpoint_url):
+            refused = True
+            scope.cancel()
+
+    failed: StoreError | None = None
+    with trio.move_on_after(REACH_WITHIN) as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refusing)
+            try:
+                await store.check_bucket()
+            except StoreError as e:
+                failed = e
+            nursery.cancel_scope.cancel()
+    if failed is not None:
+        raise bucket_error(failed, config) from None
+    if not scope.cancelled_caught:
+        return
+    if refused:
+        raise MountError(f"cannot reach {where}: connection refused (nothing listens there: is the endpoint "
+                         f"URL and its port right, is the server up?)", EXIT_UNREACHABLE)
+    raise MountError(f"cannot reach {where}: no answer within {REACH_WITHIN:g} s (a firewall, or a server "
+                     f"that hangs; `s3pvefs check` says which)", EXIT_UNREACHABLE)
+
+
+async def _refuses_connections(url: str) -> bool:
+    """Whether every address of url's host refuses a TCP connection (botocore would retry
+    that with backoff for seconds)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        await store.check_bucket()
-    except StoreError as e:
-        raise bucket_error(e, config) from None
+        stream = await trio.open_tcp_stream(parts.hostname or "", port)
+    except OSError as e:  # trio: one OSError, each address's failure in its cause (a group)
+        cause = e.__cause__
+        attempts = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [cause or e]
+        return all(isinstance(a, ConnectionRefusedError) for a in attempts)
+    except (ValueError, trio.TooSlowError):
+        return False
+    await stream.aclose()
+    return False
 
 
 def client_error(e: Exception, config: Config) -> Exception:

@@ -32,9 +32,8 @@ from s3pvefs import bucketaccess
 from s3pvefs.config import Config, MiB
 from s3pvefs.errors import ConfigError, MountError, StoreError
 from s3pvefs.store.base import PartEtag
-from s3pvefs.store.s3 import S3Store, translate_error
+from s3pvefs.store.s3 import MAX_SKEW, S3Store, translate_error
 
-MAX_SKEW = 300.0  # seconds; AWS refuses requests 15 minutes off, some servers sooner
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
 
@@ -337,10 +336,11 @@ async def step_clock(p: Probe) -> str:
         raise Failed("the server sent no Date header to compare with", "not an S3 server?")
     skew = p.local_date - p.server_date  # > 0: the local clock is ahead
     text = f"local clock {abs(skew):.0f} s {'ahead of' if skew >= 0 else 'behind'} the server"
-    if abs(skew) > MAX_SKEW or p.skewed:
-        raise Failed(text, f"S3 refuses requests signed more than {MAX_SKEW / 60:.0f}-15 minutes off: "
+    if abs(skew) > MAX_SKEW or p.skewed:  # the same limit mount refuses at
+        raise Failed(text, f"S3 refuses requests signed more than {MAX_SKEW / 60:.0f} minutes off: "
                            "sync the clock (timedatectl set-ntp true, chrony)")
-    return f"{text} (Date header; at most {MAX_SKEW:.0f} s allowed)"
+    near = "; sync the clock before it gets there" if abs(skew) > MAX_SKEW / 3 else ""
+    return f"{text} (Date header; at most {MAX_SKEW:.0f} s allowed{near})"
 
 
 async def step_bucket(p: Probe) -> str:
