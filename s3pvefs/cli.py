@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"s3pvefs {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("mount", help="mount BUCKET[/PREFIX] on MOUNTPOINT, or what /etc/s3pvefs/NAME.toml says")
+    m = sub.add_parser("mount", help="mount BUCKET[/PREFIX] on MOUNTPOINT, or what /etc/s3pvefs/NAME.toml says",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=MOUNT_EXIT_CODES)
     m.add_argument("bucket", metavar="NAME | BUCKET[/PREFIX]",
                    help="NAME alone: bucket, prefix and mountpoint from /etc/s3pvefs/NAME.toml")
     m.add_argument("mountpoint", nargs="?")
@@ -54,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "straight from S3 (no mount): backups by VMID and date, disk images, "
                                     "ISO images, container templates, snippets, import files, and the "
                                     "objects Proxmox would not list.")
-    ls.add_argument("bucket", metavar="BUCKET[/PREFIX]")
+    ls.add_argument("bucket", metavar="NAME | BUCKET[/PREFIX]", nargs="?",
+                    help="NAME: the settings of /etc/s3pvefs/NAME.toml; default: bucket and prefix of "
+                         "the [store] section of --config")
     ls.add_argument("--json", action="store_true", help="JSON output (schema s3pvefs-ls/1, see README)")
     _store_arguments(ls)
     ls.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -83,11 +86,33 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="one JSON snapshot (schema s3pvefs-status/1)")
     st.add_argument("--once", action="store_true", help="print once even on a terminal")
 
-    u = sub.add_parser("umount", help="wait for pending uploads, then unmount")
+    u = sub.add_parser("umount", help="unmount, then wait until the daemon has committed what is pending",
+                       description="Unmount MOUNTPOINT and wait until its daemon has committed what is "
+                                   "pending (kept files, put-off commits) and exited. Refused (exit 1) "
+                                   "while files on it are open: their data is committed when they close.")
     u.add_argument("mountpoint")
     u.add_argument("--timeout", type=float, default=600.0,
                    help="seconds to wait for the daemon to finish (default 600)")
     return p
+
+
+MOUNT_EXIT_CODES = """exit codes (without --foreground, once the mount is live or has failed):
+  0  mounted
+  1  other failure (the message says which)
+  2  bad option or config file
+  3  access denied or no credentials
+  4  no such bucket
+  5  endpoint unreachable (refused: at once; no answer: within 3.5 s)
+  6  mountpoint missing or busy, or this bucket and prefix already mounted here
+  7  no usable /dev/fuse
+  8  this node's clock is off by more than S3 allows (15 minutes)"""
+
+
+def _named_config(args) -> None:
+    """`ls NAME`, `check NAME`: the settings of /etc/s3pvefs/NAME.toml, as for mount."""
+    if (args.bucket and "/" not in args.bucket and not args.config and not args.endpoint_url
+            and os.path.exists(config_path(args.bucket))):
+        args.config, args.bucket = config_path(args.bucket), None
 
 
 def _store_arguments(p: argparse.ArgumentParser) -> None:
@@ -382,7 +407,8 @@ def _alive(pid: int) -> bool:
 
 def cmd_ls(args) -> int:
     """Print what Proxmox would list in the bucket; errors as for mount (exit codes 2-5, 8)."""
-    config = build_config(args)
+    _named_config(args)
+    config = build_config(args)  # with no BUCKET, the bucket of the --config file
     if args.debug:
         _setup_logging(args, background=False)
     else:  # nothing from the libraries on stderr: errors are the one line below
@@ -426,9 +452,7 @@ def cmd_check(args) -> int:
     """The connectivity test of s3pvefs/check.py: 0 all passed, 1 a check failed."""
     from s3pvefs import check
 
-    if (args.bucket and "/" not in args.bucket and not args.config and not args.endpoint_url
-            and os.path.exists(config_path(args.bucket))):  # `check NAME`: /etc/s3pvefs/NAME.toml
-        args.config, args.bucket = config_path(args.bucket), None
+    _named_config(args)
     config = build_config(args)  # with no BUCKET, the bucket of the --config file
     if args.debug:
         _setup_logging(args, background=False)

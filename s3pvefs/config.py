@@ -304,6 +304,10 @@ def load_file(path: str) -> Config:
         raise ConfigError(f"{path}: no such file") from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as e:  # tomllib decodes the whole file as UTF-8 first
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except OSError as e:  # a directory, an I/O error
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     sections = {f.name for f in fields(Config)}

@@ -22,10 +22,20 @@ def resolve(cfg: StoreConfig) -> tuple[str, str] | None:
     if directory and all(os.path.exists(os.path.join(directory, k)) for k in KEYS):
         values = []
         for k in KEYS:
-            with open(os.path.join(directory, k)) as f:
-                values.append(f.read().strip())
+            values.append(_read_text(os.path.join(directory, k), f"systemd credential {k}").strip())
         return values[0], values[1]
     return None
+
+
+def _read_text(path: str, what: str) -> str:
+    """A secret's file as text; a one-line ConfigError that never shows its content."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{what}: {e.strerror or e}") from None
 
 
 def _from_file(path: str, section: str) -> tuple[str, str]:
@@ -38,8 +48,7 @@ def _from_file(path: str, section: str) -> tuple[str, str]:
         raise ConfigError(f"credentials_file {path}: must be owned by root and not readable by group or "
                           f"others (now mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}): "
                           f"chown root {path} && chmod 600 {path}")
-    with open(path) as f:
-        text = f.read()
+    text = _read_text(path, f"credentials_file {path}")
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text if text.lstrip().startswith("[") else "[default]\n" + text)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: start a local S3 server (moto), mount its bucket "demo" under the
 # prefix "pve" at /mnt/s3pvefs-demo, put a vzdump-like backup in and read it back,
-# show the object in the bucket, then unmount. KEEP=1 leaves it mounted.
+# show the object in the bucket, then unmount, stop the server and remove the temporary
+# files. KEEP=1 leaves the mount and the server running and prints how to stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -14,9 +15,11 @@ ENDPOINT=http://127.0.0.1:$PORT
 .venv/bin/moto_server -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
 MOTO=$!
 cleanup() {
+  rm -f "$WORK/disk.img"  # 64 MiB
   if [ "${KEEP:-0}" != 1 ]; then
     mountpoint -q "$MP" && .venv/bin/s3pvefs umount "$MP" || true
     kill "$MOTO" 2>/dev/null || true
+    rm -rf "$WORK"
   fi
 }
 trap cleanup EXIT
@@ -50,7 +53,8 @@ h = c.head_object(Bucket="demo", Key=sys.argv[2])
 print(f"s3://demo/{sys.argv[2]}  {h['ContentLength']} bytes  metadata={h['Metadata']}")
 PY
 if [ "${KEEP:-0}" = 1 ]; then
-  echo "== left mounted on $MP (moto pid $MOTO); unmount with: .venv/bin/s3pvefs umount $MP"
+  echo "== left mounted on $MP, with the S3 server (moto, pid $MOTO) running; logs in $WORK"
+  echo "   stop both with:  .venv/bin/s3pvefs umount $MP && kill $MOTO && rm -rf $WORK"
 else
   echo "== unmount"
 fi

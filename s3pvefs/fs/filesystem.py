@@ -333,6 +333,11 @@ class Filesystem:
                 entries[child.name] = data.stat
         h.entries = sorted(entries.items())
 
+    def dot_entries(self, fh: int) -> list[tuple[bytes, int]]:
+        """(name, inode number) of "." and ".." of the handle's directory."""
+        inode = self._handle(fh, DirHandle).inode
+        return [(b".", inode.ino), (b"..", inode.parent)]
+
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Inode, Stat]]:
         """(next offset, name, inode, attributes) from offset start (after read_dir). The
         caller counts a lookup with ``remember`` only for entries the kernel accepted."""

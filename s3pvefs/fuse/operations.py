@@ -8,6 +8,7 @@ import errno
 import functools
 import os
 import logging
+import stat
 
 import pyfuse3
 
@@ -140,9 +141,18 @@ class Operations(pyfuse3.Operations):
     @translate_errors
     async def readdir(self, fh, start_id, token):
         await self.fs.read_dir(fh)
-        for next_id, name, inode, s in self.fs.readdir(fh, start_id):
+        # "." and ".." first (offsets 1, 2), as a local filesystem lists them (`ls -a`,
+        # scripts that count entries). The kernel makes no dentry of them: no lookup.
+        dots = self.fs.dot_entries(fh)
+        for offset in range(start_id, len(dots)):
+            name, ino = dots[offset]
+            attrs = pyfuse3.EntryAttributes()
+            attrs.st_ino, attrs.st_mode = ino, stat.S_IFDIR
+            if not pyfuse3.readdir_reply(token, name, attrs, offset + 1):
+                return
+        for next_id, name, inode, s in self.fs.readdir(fh, max(0, start_id - len(dots))):
             if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._attrs(inode.ino, s),
-                                         next_id):
+                                         next_id + len(dots)):
                 self.fs.unused(inode)
                 return
             self.fs.remember(inode)

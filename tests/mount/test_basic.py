@@ -103,6 +103,13 @@ def test_mkdir_p_ls_stat(mount):
     assert out == ["b", "d"]
     out = sh(f"ls -la {m.path('a', 'b')}").stdout
     assert "f.txt" in out and "c" in out
+    # "." and ".." as on a local disk, with the inode numbers stat gives
+    assert sh(f"ls -a {m.path('a', 'b')}").stdout.split() == [".", "..", "c", "f.txt"]
+    inos = sh(f"ls -ai {m.path('a', 'b')}").stdout.split()
+    assert inos[0] == str(os.stat(m.path("a", "b")).st_ino) and inos[2] == str(os.stat(m.path("a")).st_ino)
+    assert sh(f"ls -a {m.mp}").stdout.split()[:2] == [".", ".."]
+    assert sh(f"find {m.path('a')} -maxdepth 1 | sort").stdout.split() == [m.path("a"), m.path("a", "b"),
+                                                                           m.path("a", "d")]
     out = sh(f"stat -c '%s %a %F' {m.path('a', 'b', 'f.txt')} {m.path('a', 'b', 'c')}").stdout.splitlines()
     assert out == ["3 644 regular file", "0 755 directory"]
     # mkdir -p of what exists is fine; mkdir of it is EEXIST

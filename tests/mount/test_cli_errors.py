@@ -440,3 +440,14 @@ def test_no_usable_dev_fuse_is_exit_7(mp, tmp_path, case):
     assert expected[case] in err, err
     assert not os.path.ismount(mp)
     assert os.path.exists("/dev/fuse") and os.stat("/dev/fuse").st_rdev == os.makedev(10, 229)  # host untouched
+
+
+@pytest.mark.parametrize("command", ["mount", "ls", "check"])
+def test_a_config_file_that_is_not_utf8_is_exit_2_in_one_line(tmp_path, mp, command):
+    conf = tmp_path / "pve.toml"
+    conf.write_bytes('[store]\nbucket = "b"\nendpoint_url = "http://127.0.0.1:1"\n# r\xe9sum\xe9\n'.encode("latin-1"))
+    args = ["--config", str(conf)] + ([str(mp)] if command == "mount" else [])
+    r = run_cli(command, *args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "not UTF-8" in one_line(r) and str(conf) in one_line(r)
+    assert "Traceback" not in r.stderr

@@ -231,3 +231,14 @@ def test_resolved_cache_dir(monkeypatch):
     assert Config().resolved_cache_dir() == "/home/u/.cache/s3pvefs"
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert Config().resolved_cache_dir() == "/var/cache/s3pvefs"
+
+
+def test_a_file_that_is_not_utf8_text_or_not_a_file_is_one_line(tmp_path):
+    """Latin-1 saved by an editor, a directory given as the file: a ConfigError naming
+    the file, never a traceback (the CLI prints it as one line, exit 2)."""
+    p = tmp_path / "latin1.toml"
+    p.write_bytes('[store]\nbucket = "sauvegardes-\xe9t\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text \(byte \d+\)"):
+        load_file(str(p))
+    with pytest.raises(ConfigError, match="Is a directory"):
+        load_file(str(tmp_path))

@@ -48,3 +48,12 @@ def test_single_error_passes_plain_exceptions():
     with pytest.raises(NotFound):
         with single_error():
             raise NotFound("x")
+
+
+def test_mount_help_lists_every_exit_code():
+    import re
+
+    from s3pvefs import cli, errors
+    codes = {int(n) for n in re.findall(r"^  (\d+)  ", cli.MOUNT_EXIT_CODES, re.M)}
+    assert codes == {0} | {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    assert f"within {__import__('s3pvefs.bucketaccess').bucketaccess.REACH_WITHIN:g} s" in cli.MOUNT_EXIT_CODES

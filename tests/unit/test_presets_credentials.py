@@ -100,3 +100,12 @@ def test_cache_directory_and_files_are_private(tmp_path):
     finally:
         f.remove()
     assert os.listdir(d) == []
+
+
+def test_a_credentials_file_that_is_not_text_is_one_line_without_its_content(tmp_path):
+    p = tmp_path / "creds"
+    p.write_bytes(b"aws_access_key_id = AKID\naws_secret_access_key = s\xe9cret\xff\n")
+    p.chmod(0o600)
+    with pytest.raises(ConfigError) as e:
+        credentials.resolve(StoreConfig(credentials_file=str(p)))
+    assert "not UTF-8 text" in str(e.value) and "cret" not in str(e.value)
