@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Every program a test runs is here: a test whose tool is missing fails, it never skips.
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv
               zstd pigz lzop rsync tar qemu-utils curl fio faketime util-linux
-              iproute2 iptables libnetfilter-queue-dev)
+              iproute2 iptables libnetfilter-queue-dev s3fs)
 . scripts/apt.sh
 ensure_apt_packages setup "${APT_PACKAGES[@]}"
 [ -e /dev/fuse ] || { echo "setup: /dev/fuse is missing (modprobe fuse, or give the container the device)" >&2; exit 1; }

@@ -14,7 +14,7 @@ import pytest
 # Every program a test runs, as scripts/setup.sh installs it (tests/unit/test_setup_lists.py
 # checks the two lists agree).
 TOOLS = ("fusermount3", "zstd", "pigz", "lzop", "rsync", "tar", "qemu-img", "curl", "fio", "faketime",
-         "nsenter", "ip", "iptables", "gcc", "perl", "mkfifo", "mknod", "dd", "truncate")
+         "nsenter", "ip", "iptables", "gcc", "perl", "mkfifo", "mknod", "dd", "truncate", "s3fs")
 
 
 def need(tool: str) -> str:

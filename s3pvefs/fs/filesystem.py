@@ -37,7 +37,8 @@ from s3pvefs.namespace.inodes import MIXED, ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper, check_name, join_path
 from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.resolver import Resolver
-from s3pvefs.namespace.stat import DIR, FILE, SYMLINK, Defaults, Stat, encode_metadata, implicit_dir, new_stat, now_ns
+from s3pvefs.namespace.stat import (DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, encode_metadata, implicit_dir,
+                                    kind_of_mode, new_stat, now_ns)
 from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.read.smallbodies import SmallBodies
 from s3pvefs.store.base import ObjectStore
@@ -649,6 +650,30 @@ class Filesystem:
         await self.store.put(self.keys.key(path), target, encode_metadata(s))
         self.usage.changed(self.keys.key(path), len(target))
         self.hidden.unhide(self.keys.key(path))
+        self.cache.invalidate(path)
+        self.cache.put_stat(path, s)
+        return self._remember(parent, name, s), s
+
+    async def mknod(self, parent_ino: int, raw: bytes, mode: int, rdev: int, uid: int, gid: int
+                    ) -> tuple[Inode, Stat]:
+        """A FIFO, socket or device node: an empty object with its type in the mode header
+        (s3fs's way); a regular file: the empty object, at once. Hard links stay refused."""
+        self._writable()
+        kind = FILE if st.S_ISREG(mode) or st.S_IFMT(mode) == 0 else kind_of_mode(mode)
+        if kind not in (FILE, SPECIAL):
+            raise FsError(f"mknod of type {st.S_IFMT(mode):o}", err=errno.EINVAL)
+        parent, name, existing = await self._child(parent_ino, raw)
+        if existing is not None:
+            raise Exists(name)
+        path = join_path(self.path(parent), name)
+        s = new_stat(FILE, mode, uid, gid)
+        if kind == SPECIAL:
+            s = s.with_(kind=SPECIAL, mode=st.S_IFMT(mode) | st.S_IMODE(mode),
+                        rdev=rdev if st.S_IFMT(mode) in (st.S_IFCHR, st.S_IFBLK) else 0)
+        key = self.keys.key(path)
+        etag = await self.store.put(key, b"", encode_metadata(s))
+        s = s.with_(etag=etag)
+        self.hidden.unhide(key)
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
         return self._remember(parent, name, s), s

@@ -35,7 +35,7 @@ def entry_attributes(ino: int, s: Stat, cfg: CacheConfig) -> pyfuse3.EntryAttrib
     a.st_nlink = 2 if s.kind == "dir" else 1
     a.st_uid = s.uid
     a.st_gid = s.gid
-    a.st_rdev = 0
+    a.st_rdev = s.rdev
     a.st_size = s.size
     a.st_blksize = BLKSIZE
     a.st_blocks = (s.size + 511) // 512

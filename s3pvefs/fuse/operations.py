@@ -93,6 +93,11 @@ class Operations(pyfuse3.Operations):
         return self._attrs(inode.ino, s)
 
     @translate_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        inode, s = await self.fs.mknod(parent_inode, name, mode, rdev, ctx.uid, ctx.gid)
+        return self._attrs(inode.ino, s)
+
+    @translate_errors
     async def unlink(self, parent_inode, name, ctx):
         await self.fs.unlink(parent_inode, name)
 

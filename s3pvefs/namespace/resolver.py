@@ -22,7 +22,7 @@ from s3pvefs.namespace.headers import HeaderReader
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, join_path, listable_name
 from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
-from s3pvefs.namespace.stat import DIR, FILE, SYMLINK, Defaults, Stat, decode, implicit_dir, now_ns
+from s3pvefs.namespace.stat import DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, decode, implicit_dir, now_ns
 from s3pvefs.read.smallbodies import SmallBodies
 from s3pvefs.store.base import ObjectStore
 
@@ -160,8 +160,8 @@ class Resolver:
         """Listed entries whose headers were read (a HEAD knows more than a LIST)."""
         for name, s in entries.items():
             known = self.cache.stats.get(join_path(path, name))
-            if known is not None and (known.kind == s.kind or (s.kind, known.kind) == (FILE, SYMLINK)):
-                entries[name] = known  # a LIST cannot tell a symlink from a file
+            if known is not None and (known.kind == s.kind or (s.kind == FILE and known.kind in (SYMLINK, SPECIAL))):
+                entries[name] = known  # a LIST cannot tell a symlink or a FIFO from a file
 
     async def is_empty(self, path: str) -> bool:
         """Nothing in the bucket under the directory but its marker (and hidden objects)."""

@@ -9,7 +9,12 @@ from dataclasses import dataclass, replace
 from s3pvefs.store.base import ObjectInfo
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
+# A FIFO, socket or device node: an empty object whose mode header says the type (and
+# x-amz-meta-rdev the device), as s3fs stores them. The kernel serves their opens.
+SPECIAL = "special"
 _KIND_BITS = {FILE: st.S_IFREG, DIR: st.S_IFDIR, SYMLINK: st.S_IFLNK}
+SPECIAL_TYPES = frozenset({st.S_IFIFO, st.S_IFSOCK, st.S_IFCHR, st.S_IFBLK})
+RDEV_MAX = 0xFFFF_FFFF  # dev_t as FUSE carries it (32 bits)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class Stat:
     # False when the attributes come from a LIST, which carries no user metadata:
     # mode/uid/gid/times are defaults until a HEAD reads the headers.
     complete: bool = True
+    rdev: int = 0  # device number of a SPECIAL character or block device
 
     def with_(self, **changes) -> "Stat":
         return replace(self, **changes)
@@ -50,6 +56,8 @@ def kind_of_mode(mode: int) -> str:
         return DIR
     if st.S_ISLNK(mode):
         return SYMLINK
+    if st.S_IFMT(mode) in SPECIAL_TYPES:
+        return SPECIAL
     return FILE
 
 
@@ -76,7 +84,7 @@ def parse_time(text: str) -> int | None:
 
 
 def encode_metadata(s: Stat) -> dict[str, str]:
-    return {
+    meta = {
         "mode": str(s.mode),
         "uid": str(s.uid),
         "gid": str(s.gid),
@@ -84,6 +92,9 @@ def encode_metadata(s: Stat) -> dict[str, str]:
         "ctime": format_time(s.ctime_ns),
         "atime": format_time(s.atime_ns),
     }
+    if s.kind == SPECIAL:
+        meta["rdev"] = str(s.rdev)  # as s3fs writes it for every mknod
+    return meta
 
 
 # What a header may hold to be used; anything else falls back to the defaults (a foreign
@@ -121,10 +132,10 @@ def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
     mode = _int(meta, "mode", 0, MODE_MAX)
     if mode is None:
         mode = _KIND_BITS[kind] | (defaults.dir_mode if kind == DIR else defaults.file_mode)
-    elif kind == DIR or st.S_IFMT(mode) not in (st.S_IFREG, st.S_IFLNK):
+    elif kind == DIR or st.S_IFMT(mode) not in (st.S_IFREG, st.S_IFLNK, *SPECIAL_TYPES):
         # The key decides directories both ways (a 'k' whose header says S_IFDIR is
-        # still a file); bare permission bits (or a FIFO/socket/device type this
-        # filesystem cannot serve) get the key's type.
+        # still a file, a 'k/' marker saying S_IFIFO a directory); bare permission bits
+        # get the key's type.
         mode = _KIND_BITS[kind] | st.S_IMODE(mode)
     mtime = _time(meta, "mtime")
     mtime = lm_ns if mtime is None else mtime
@@ -141,6 +152,7 @@ def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
         atime_ns=mtime if atime is None else atime,
         etag=info.etag,
         complete=info.metadata is not None,
+        rdev=(_int(meta, "rdev", 0, RDEV_MAX) or 0) if st.S_IFMT(mode) in (st.S_IFCHR, st.S_IFBLK) else 0,
     )
 
 

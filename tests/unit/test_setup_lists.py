@@ -14,7 +14,7 @@ PACKAGE = {"fusermount3": "fuse3", "zstd": "zstd", "pigz": "pigz", "lzop": "lzop
            "tar": "tar", "qemu-img": "qemu-utils", "curl": "curl", "fio": "fio", "faketime": "faketime",
            "nsenter": "util-linux", "ip": "iproute2", "iptables": "iptables", "gcc": "gcc",
            "perl": "Essential", "mkfifo": "Essential", "mknod": "Essential", "dd": "Essential",
-           "truncate": "Essential"}
+           "truncate": "Essential", "s3fs": "s3fs"}
 
 
 def setup_packages() -> set[str]:

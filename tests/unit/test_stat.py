@@ -4,7 +4,7 @@ import stat as st
 
 import pytest
 
-from s3pvefs.namespace.stat import (DIR, FILE, SYMLINK, Defaults, Stat, decode, encode_metadata,
+from s3pvefs.namespace.stat import (DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, decode, encode_metadata,
                                     format_time, implicit_dir, kind_of_mode, new_stat, parse_time)
 from s3pvefs.store.base import ObjectInfo
 
@@ -130,8 +130,19 @@ def test_headers_that_look_numeric_but_are_not_fall_back():
     assert s.mtime_ns == s.ctime_ns == s.atime_ns == LM_NS
 
 
-@pytest.mark.parametrize("mode", [str(st.S_IFIFO | 0o644), str(st.S_IFSOCK | 0o600),
-                                  str(st.S_IFCHR | 0o600), "-1", str(1 << 40)])
+@pytest.mark.parametrize("mode, rdev", [(st.S_IFIFO | 0o644, "0"), (st.S_IFSOCK | 0o600, "0"),
+                                        (st.S_IFCHR | 0o600, "259"), (st.S_IFBLK | 0o660, "2065")])
+def test_fifos_sockets_and_devices_keep_their_type_and_device(mode, rdev):
+    s = decode(info({"mode": str(mode), "rdev": rdev}), FILE, DEFAULTS)
+    assert (s.kind, s.mode) == (SPECIAL, mode) and kind_of_mode(mode) == SPECIAL
+    assert s.rdev == (int(rdev) if st.S_IFMT(mode) in (st.S_IFCHR, st.S_IFBLK) else 0)
+    assert encode_metadata(s)["rdev"] == str(s.rdev)
+    d = decode(info({"mode": str(mode)}), DIR, DEFAULTS)  # a marker key is a directory whatever it says
+    assert d.kind == DIR and st.S_ISDIR(d.mode)
+    assert decode(info({"mode": str(mode), "rdev": "-3"}), FILE, DEFAULTS).rdev == 0
+
+
+@pytest.mark.parametrize("mode", ["-1", str(1 << 40), str(0o170644), str(0o030644)])
 def test_modes_this_filesystem_cannot_serve_become_regular_files(mode):
     s = decode(info({"mode": mode}), FILE, DEFAULTS)
     assert s.kind == FILE and st.S_ISREG(s.mode)
@@ -145,7 +156,7 @@ from hypothesis import strategies as hs  # noqa: E402
 
 from s3pvefs.config import CacheConfig  # noqa: E402
 from s3pvefs.fuse.attrs import entry_attributes  # noqa: E402
-from s3pvefs.namespace.stat import ID_MAX, TIME_NS_MAX  # noqa: E402
+from s3pvefs.namespace.stat import ID_MAX, RDEV_MAX, SPECIAL_TYPES, TIME_NS_MAX  # noqa: E402
 
 header_values = hs.one_of(
     hs.text(max_size=40),
@@ -164,8 +175,8 @@ header_values = hs.one_of(
 def test_any_headers_decode_to_attributes_the_kernel_can_take(meta, kind, last_modified):
     s = decode(ObjectInfo("k/" if kind == DIR else "k", 7, "e", last_modified, meta), kind, DEFAULTS)
     assert 0 <= s.uid <= ID_MAX and 0 <= s.gid <= ID_MAX
-    assert 0 <= s.mode <= 0o177777 and st.S_IFMT(s.mode) in (st.S_IFREG, st.S_IFDIR, st.S_IFLNK)
-    assert (kind == DIR) == (s.kind == DIR)
+    assert 0 <= s.mode <= 0o177777 and st.S_IFMT(s.mode) in (st.S_IFREG, st.S_IFDIR, st.S_IFLNK, *SPECIAL_TYPES)
+    assert (kind == DIR) == (s.kind == DIR) and 0 <= s.rdev <= RDEV_MAX
     for t in (s.mtime_ns, s.ctime_ns, s.atime_ns):
         assert 0 <= t <= TIME_NS_MAX
     for name, default in (("uid", DEFAULTS.uid), ("gid", DEFAULTS.gid)):
