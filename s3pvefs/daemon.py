@@ -178,6 +178,7 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
                                                config.mount.stale_upload_idle, keep=own))
                 if config.mount.usage_interval:
                     nursery.start_soon(fs.usage.run)
+                nursery.start_soon(fs.dir_times.run)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)
                 log.info("unmounted %s", mountpoint)
             finally:

@@ -32,6 +32,7 @@ from s3pvefs.fs.filedata import FileContext, FileData
 from s3pvefs.fs.handles import DirHandle, FileHandle
 from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE, move_object, move_tree
 from s3pvefs.fs.usage import UsageMeter
+from s3pvefs.fs.dirtimes import DirectoryTimes, rewrite_marker
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.inodes import MIXED, ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper, check_name, join_path
@@ -91,6 +92,7 @@ class Filesystem:
                                    copies=2 if getattr(store, "data_plane", "python") == "crt" else 1)
         self.read_budget = MemoryBudget(config.read.readahead_budget)
         self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
+        self.dir_times = DirectoryTimes(store, self.keys, self.cache)
         self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it
         self.uploads = UploadLog(os.path.join(config.resolved_cache_dir(), "uploads", config.mount_id()))
         self.commits = CommitStore(store, config.write.outage_patience, self.uploads)
@@ -153,6 +155,14 @@ class Filesystem:
         if data is not None:
             return parent, name, data.stat
         return parent, name, await self.resolver.resolve(self.path(parent), name)
+
+    def _entries_changed(self, parent: Inode) -> None:
+        """A name in parent was created, removed or renamed: its mtime and ctime are now."""
+        t = now_ns()
+        if parent.ino == ROOT_INO:
+            self.root_stat = self.root_stat.with_(mtime_ns=t, ctime_ns=t)
+        else:
+            self.dir_times.changed(self.path(parent), t)
 
     def _remember(self, parent: Inode, name: str, s: Stat) -> Inode:
         inode = self.table.attach(parent.ino, name, s.kind)
@@ -293,7 +303,9 @@ class Filesystem:
                 raise IsADir("cannot truncate a directory")
             new = s.with_(**changes)
             path = self.path(inode)
-            await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(new), DIR_CONTENT_TYPE)
+            # the marker keeps what other tools wrote on it; a prefix-only directory gets one
+            if not await rewrite_marker(self.store, self.keys.dir_prefix(path), encode_metadata(new)):
+                await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(new), DIR_CONTENT_TYPE)
             self.cache.put_stat(path, new)
             return new
         data = self._data(inode, s)
@@ -368,6 +380,7 @@ class Filesystem:
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
         self.cache.put_listing(path, Listing({}))  # nothing was there: names in it need no request
+        self._entries_changed(parent)
         return self._remember(parent, name, s), s
 
     async def _dir_is_empty(self, inode: Inode, path: str) -> bool:
@@ -389,9 +402,11 @@ class Filesystem:
         if not await self._dir_is_empty(inode, path):
             raise NotEmpty(path)
         await self.store.delete(self.keys.dir_prefix(path))
+        self.dir_times.forget(path)
         self.cache.invalidate_tree(path)
         self.cache.put_negative(path)
         self.table.detach(inode)
+        self._entries_changed(parent)
 
     # ------------------------------------------------------------------ files
     async def create(self, parent_ino: int, raw: bytes, mode: int, flags: int,
@@ -412,6 +427,7 @@ class Filesystem:
         data.start_new()
         inode.lookups += 1
         self.cache.invalidate(path)
+        self._entries_changed(parent)
         inode.open_handles += 1
         # The creating open's flush before any write commits nothing (a shell's `> f`),
         # unless it cannot write at all: O_CREAT|O_RDONLY (Proxmox's .protected) commits
@@ -601,6 +617,7 @@ class Filesystem:
                 except FsError as e:
                     log.error("could not commit %s at shutdown: %s", data.path, e)
                     await data.keep(e)  # on local disk for the next mount
+        await self.dir_times.flush()
 
     async def unlink(self, parent_ino: int, raw: bytes) -> None:
         self._writable()
@@ -639,6 +656,7 @@ class Filesystem:
         if inode is not None:
             self._detach(inode)
             self._drop_data(inode)  # nothing open: a cache or data kept for a later commit goes too
+        self._entries_changed(parent)
 
     async def symlink(self, parent_ino: int, raw: bytes, target: bytes, uid: int, gid: int) -> tuple[Inode, Stat]:
         self._writable()
@@ -652,6 +670,7 @@ class Filesystem:
         self.hidden.unhide(self.keys.key(path))
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
+        self._entries_changed(parent)
         return self._remember(parent, name, s), s
 
     async def mknod(self, parent_ino: int, raw: bytes, mode: int, rdev: int, uid: int, gid: int
@@ -676,6 +695,7 @@ class Filesystem:
         self.hidden.unhide(key)
         self.cache.invalidate(path)
         self.cache.put_stat(path, s)
+        self._entries_changed(parent)
         return self._remember(parent, name, s), s
 
     async def readlink(self, ino: int) -> bytes:
@@ -717,6 +737,7 @@ class Filesystem:
                     raise NotEmpty(dst_name)
                 await self.store.delete(self.keys.dir_prefix(dst_path))
             await move_tree(self.resolver, src_path, dst_path, self.cfg.write)
+            self.dir_times.forget(src_path)
             for data in self.files.values():  # files open below it follow (their objects moved)
                 if data.path is not None and data.path.startswith(src_path + "/"):
                     path = dst_path + data.path[len(src_path):]
@@ -741,7 +762,9 @@ class Filesystem:
             else:
                 await move_object(self.store, src_key, dst_key, src.size, self.cfg.write)
                 self.hidden.unhide(dst_key)
-                moved = src.with_(etag=None)  # a copy may have another ETag (a multipart copy always does)
+                # a copy may have another ETag (a multipart copy always does); its
+                # LastModified, now, is the ctime read back (stat.decode)
+                moved = src.with_(etag=None, ctime_ns=now_ns())
             self.cache.invalidate(src_path)
             self.cache.invalidate(dst_path)
             self.cache.put_negative(src_path)
@@ -750,6 +773,9 @@ class Filesystem:
             self._detach(replaced)
             self._drop_data(replaced)
         self.table.move(src_inode, dst_parent.ino, dst_name)
+        self._entries_changed(src_parent)
+        if dst_parent is not src_parent:
+            self._entries_changed(dst_parent)
 
     # ------------------------------------------------------------------ misc
     async def recover(self) -> list[Recovered]:

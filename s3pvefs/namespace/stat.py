@@ -140,6 +140,9 @@ def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
     mtime = _time(meta, "mtime")
     mtime = lm_ns if mtime is None else mtime
     ctime, atime = _time(meta, "ctime"), _time(meta, "atime")
+    # ctime is when the object last changed in any way: a rename's copy, a chmod's copy
+    # in place, a marker rewritten all make a new LastModified without touching the header
+    ctime = max(mtime if ctime is None else ctime, lm_ns if info.metadata is not None else 0)
     uid, gid = _int(meta, "uid", 0, ID_MAX), _int(meta, "gid", 0, ID_MAX)
     return Stat(
         kind=kind_of_mode(mode),
@@ -148,7 +151,7 @@ def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
         gid=defaults.gid if gid is None else gid,
         size=0 if kind == DIR else info.size,
         mtime_ns=mtime,
-        ctime_ns=mtime if ctime is None else ctime,
+        ctime_ns=ctime,
         atime_ns=mtime if atime is None else atime,
         etag=info.etag,
         complete=info.metadata is not None,

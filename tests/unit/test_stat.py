@@ -28,7 +28,15 @@ def test_encode_decode_round_trip(s):
     assert set(meta) == {"mode", "uid", "gid", "mtime", "ctime", "atime"}
     assert all(isinstance(v, str) for v in meta.values())
     back = decode(info(meta), FILE, DEFAULTS)
-    assert back == s.with_(etag="etag1")
+    # ctime is never before the object's LastModified (a rename or chmod made it then)
+    assert back == s.with_(etag="etag1", ctime_ns=max(s.ctime_ns, LM_NS))
+
+
+def test_ctime_is_the_later_of_the_header_and_last_modified():
+    later = LM_NS + 5_000_000_000
+    assert decode(info({"ctime": format_time(later)}), FILE, DEFAULTS).ctime_ns == later
+    assert decode(info({"ctime": "5"}), FILE, DEFAULTS).ctime_ns == LM_NS  # copied (renamed) since
+    assert decode(info(None), FILE, DEFAULTS).ctime_ns == LM_NS
 
 
 def test_encode_is_s3fs_format():

@@ -1,0 +1,93 @@
+"""A directory's mtime and ctime follow its entries, as on a local filesystem: creating,
+removing or renaming a name in it sets both to now.
+
+Shown at once (the metadata cache; the kernel drops its own copy of the directory's
+attributes after each such change). Kept in the bucket where that is cheap: a directory
+with a marker object (`dir/`) has it rewritten at most once per DELAY seconds, however
+many names changed meanwhile (a `tar -x` of a thousand files in one directory costs one
+HEAD and one PUT, not a thousand). The marker keeps every header other tools wrote on it
+(`rewrite_marker`). The root and directories that exist only as a key prefix have no
+object to hold times: theirs last as long as the mount's cached attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from s3pvefs.errors import StoreError
+from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper
+from s3pvefs.namespace.metacache import MetaCache
+from s3pvefs.namespace.stat import DIR, Stat, format_time
+from s3pvefs.store.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+DELAY = 2.0  # seconds between rewrites of one directory's marker
+
+
+async def rewrite_marker(store: ObjectStore, key: str, fields: dict[str, str]) -> bool:
+    """PUT the directory marker `key` with these metadata fields over every header it
+    already holds (what other tools wrote there stays). False when there is no marker."""
+    info = await store.head(key)
+    if info is None:
+        return False
+    await store.put(key, b"", {**(info.metadata or {}), **fields}, DIR_CONTENT_TYPE)
+    return True
+
+
+class DirectoryTimes:
+    def __init__(self, store: ObjectStore, keys: KeyMapper, cache: MetaCache, delay: float = DELAY):
+        self._store, self._keys, self._cache = store, keys, cache
+        self._delay = delay
+        self._due: dict[str, tuple[float, int]] = {}  # directory path -> (when its marker is rewritten, time)
+        self._wake = trio.Event()
+
+    def changed(self, path: str, t_ns: int) -> Stat | None:
+        """An entry of directory `path` was created, removed or renamed at t_ns: its
+        times, now; its marker, within the delay. The new attributes when known."""
+        s = self._cache.stats.get(path)
+        if s is not None and s.kind == DIR:
+            s = s.with_(mtime_ns=t_ns, ctime_ns=t_ns)
+            self._cache.put_stat(path, s)
+        else:
+            s = None
+        if path:  # the root has no object
+            due = self._due[path][0] if path in self._due else trio.current_time() + self._delay
+            self._due[path] = (due, t_ns)
+            self._wake.set()
+        return s
+
+    def forget(self, path: str) -> None:
+        """The directory is gone or moved (rmdir, rename): nothing to write for it or below."""
+        for p in [p for p in self._due if p == path or p.startswith(path + "/")]:
+            del self._due[p]
+
+    async def flush(self) -> None:
+        """Write every pending marker now (unmount)."""
+        for path in list(self._due):
+            if (entry := self._due.pop(path, None)) is not None:
+                await self._write(path, entry[1])
+
+    async def run(self) -> None:
+        """Rewrite markers as they fall due (the daemon runs this for the mount's life;
+        without it, they are written at flush)."""
+        while True:
+            if not self._due:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            path, (due, _) = min(self._due.items(), key=lambda item: item[1][0])
+            await trio.sleep_until(due)
+            entry = self._due.get(path)
+            if entry is not None and entry[0] == due:
+                del self._due[path]
+                await self._write(path, entry[1])
+
+    async def _write(self, path: str, t_ns: int) -> None:
+        t = format_time(t_ns)
+        try:
+            await rewrite_marker(self._store, self._keys.dir_prefix(path), {"mtime": t, "ctime": t})
+        except StoreError as e:  # times only: the entries themselves are stored
+            log.warning("could not keep the times of directory %s: %s", path, e)

@@ -1,0 +1,99 @@
+"""Times as a local filesystem keeps them (SEMANTICS.md says what persists): rename
+sets the file's ctime; creating, removing or renaming a name sets its directory's mtime
+and ctime, kept in the directory's marker across a remount. Directory markers keep the
+headers other tools wrote on them; prefix-only directories show dir_mode."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+pytestmark = pytest.mark.mount
+
+
+def times(path: str) -> tuple[float, float]:
+    s = os.lstat(path)
+    return s.st_mtime, s.st_ctime
+
+
+def test_rename_sets_ctime_and_keeps_mtime(mount):
+    m = mount()
+    with open(m.path("a"), "wb") as f:
+        f.write(b"data")
+    os.utime(m.path("a"), (1_600_000_000, 1_600_000_000))
+    mtime, ctime = times(m.path("a"))
+    time.sleep(1.1)  # LastModified has whole seconds
+    t0 = time.time()
+    os.rename(m.path("a"), m.path("b"))
+    mtime2, ctime2 = times(m.path("b"))
+    assert mtime2 == mtime == 1_600_000_000 and ctime2 >= t0 - 0.01 and ctime2 > ctime
+    m.remount()
+    mtime3, ctime3 = times(m.path("b"))
+    assert mtime3 == mtime and ctime3 >= int(t0)
+
+
+@pytest.mark.parametrize("change", ["create", "unlink", "mkdir", "rmdir", "rename", "symlink", "mkfifo"])
+def test_entries_changing_set_the_directory_times_and_they_persist(mount, change):
+    m = mount()
+    d = m.path("d")
+    os.mkdir(d)
+    for name in ("old", "gone"):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(b"x")
+    os.mkdir(os.path.join(d, "sub"))
+    os.utime(d, (1_600_000_000, 1_600_000_000))
+    assert times(d)[0] == 1_600_000_000
+    t0 = time.time()
+    {"create": lambda: open(os.path.join(d, "new"), "wb").close(),
+     "unlink": lambda: os.unlink(os.path.join(d, "gone")),
+     "mkdir": lambda: os.mkdir(os.path.join(d, "newdir")),
+     "rmdir": lambda: os.rmdir(os.path.join(d, "sub")),
+     "rename": lambda: os.rename(os.path.join(d, "old"), os.path.join(d, "renamed")),
+     "symlink": lambda: os.symlink("old", os.path.join(d, "link")),
+     "mkfifo": lambda: os.mkfifo(os.path.join(d, "fifo"))}[change]()
+    mtime, ctime = times(d)
+    assert mtime >= t0 - 0.01 and ctime >= t0 - 0.01, (change, mtime, t0)
+    m.umount()  # pending marker times are written at unmount at the latest
+    stored = float(m.meta("d/")["mtime"])
+    assert stored >= t0 - 0.01
+    m.do_mount()
+    assert times(d)[0] == pytest.approx(stored, abs=1e-6)
+
+
+def test_directory_times_reach_the_marker_without_unmount(mount):
+    m = mount()
+    os.mkdir(m.path("d"))
+    t0 = time.time()
+    for i in range(50):  # many changes: one rewrite of the marker
+        open(m.path("d", f"f{i}"), "wb").close()
+    deadline = time.time() + 15
+    while float(m.meta("d/")["mtime"]) < t0 - 0.01:
+        assert time.time() < deadline, "directory times never reached the marker"
+        time.sleep(0.2)
+    assert stat.S_IMODE(int(m.meta("d/")["mode"])) == 0o755
+
+
+def test_chmod_of_a_directory_keeps_the_headers_other_tools_wrote(mount):
+    m = mount()
+    m.put("d/", b"", ContentType="application/x-directory",
+          Metadata={"mode": str(stat.S_IFDIR | 0o755), "owner-app": "backup-gui", "color": "blue"})
+    os.chmod(m.path("d"), 0o700)
+    meta = m.meta("d/")
+    assert meta["owner-app"] == "backup-gui" and meta["color"] == "blue"
+    assert int(meta["mode"]) == stat.S_IFDIR | 0o700
+    assert m.head("d/")["ContentType"] == "application/x-directory"
+    m.remount()
+    assert stat.S_IMODE(os.stat(m.path("d")).st_mode) == 0o700
+
+
+def test_prefix_only_directory_shows_dir_mode(mount):
+    m = mount(["dir_mode=0750", "file_mode=0640"])
+    m.put("only/a/prefix/file.txt", b"x")  # no markers anywhere
+    for d in ("only", "only/a", "only/a/prefix"):
+        assert stat.S_IMODE(os.stat(m.path(d)).st_mode) == 0o750, d
+    assert stat.S_IMODE(os.stat(m.path("only/a/prefix/file.txt")).st_mode) == 0o640
+    out = os.popen(f"ls -ld {m.path('only')}").read()
+    assert out.startswith("drwxr-x---"), out
