@@ -401,7 +401,10 @@ class Filesystem:
         inode = self.table.attach(parent.ino, name, DIR)
         if not await self._dir_is_empty(inode, path):
             raise NotEmpty(path)
+        old_style = await self.resolver.old_style_marker(path)
         await self.store.delete(self.keys.dir_prefix(path))
+        if old_style:  # or the directory comes back
+            await self.store.delete(old_style)
         self.dir_times.forget(path)
         self.cache.invalidate_tree(path)
         self.cache.put_negative(path)
@@ -736,7 +739,10 @@ class Filesystem:
                 if not await self._dir_is_empty(dst_inode, dst_path):
                     raise NotEmpty(dst_name)
                 await self.store.delete(self.keys.dir_prefix(dst_path))
+            old_style = await self.resolver.old_style_marker(src_path)
             await move_tree(self.resolver, src_path, dst_path, self.cfg.write)
+            if old_style:
+                await self.store.delete(old_style)
             self.dir_times.forget(src_path)
             for data in self.files.values():  # files open below it follow (their objects moved)
                 if data.path is not None and data.path.startswith(src_path + "/"):

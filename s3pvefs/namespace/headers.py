@@ -24,7 +24,7 @@ import trio
 from s3pvefs.errors import StoreError
 from s3pvefs.namespace.keys import KeyMapper, join_path
 from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
-from s3pvefs.namespace.stat import DIR, FILE, Defaults, Stat, decode, implicit_dir, now_ns
+from s3pvefs.namespace.stat import DIR, FILE, Defaults, Stat, decode, implicit_dir, is_old_style_dir, now_ns
 from s3pvefs.read.smallbodies import SMALL_FILE, SmallBodies
 from s3pvefs.store.base import ObjectStore
 
@@ -132,7 +132,7 @@ class HeaderReader:
                     else:
                         info = await self._store.head(key)
                     if info is not None and not self._hidden(key, info.etag):
-                        pending.result = decode(info, FILE, self._defaults)
+                        pending.result = decode(info, DIR if is_old_style_dir(info) else FILE, self._defaults)
             if pending.result is not None:
                 self._cache.put_stat(path, pending.result)
         except StoreError as e:

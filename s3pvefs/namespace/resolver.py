@@ -22,7 +22,8 @@ from s3pvefs.namespace.headers import HeaderReader
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, join_path, listable_name
 from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
-from s3pvefs.namespace.stat import DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, decode, implicit_dir, now_ns
+from s3pvefs.namespace.stat import (DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, decode, implicit_dir,
+                                    is_old_style_dir, now_ns)
 from s3pvefs.read.smallbodies import SmallBodies
 from s3pvefs.store.base import ObjectStore
 
@@ -81,6 +82,8 @@ class Resolver:
             busy = await self.has_visible(prefix, marker=False)
         if marker is not None or busy:
             s = decode(marker, DIR, self.defaults) if marker else implicit_dir(self.defaults, now_ns())
+        elif is_old_style_dir(info) and not hidden(key, info.etag):
+            s = decode(info, DIR, self.defaults)
         elif info is not None and not hidden(key, info.etag):
             s = decode(info, FILE, self.defaults)
         else:
@@ -160,8 +163,17 @@ class Resolver:
         """Listed entries whose headers were read (a HEAD knows more than a LIST)."""
         for name, s in entries.items():
             known = self.cache.stats.get(join_path(path, name))
-            if known is not None and (known.kind == s.kind or (s.kind == FILE and known.kind in (SYMLINK, SPECIAL))):
-                entries[name] = known  # a LIST cannot tell a symlink or a FIFO from a file
+            if known is None:
+                continue
+            # a LIST cannot tell a symlink, a FIFO or an old-style directory object from a file
+            if known.kind == s.kind or (s.kind == FILE and (known.kind in (SYMLINK, SPECIAL) or
+                                                            (known.kind == DIR and s.size == 0))):
+                entries[name] = known
+
+    async def old_style_marker(self, path: str) -> str | None:
+        """The key of path's old-style directory object (`name`, no slash), if it has one."""
+        key = self.keys.key(path)
+        return key if is_old_style_dir(await self.store.head(key)) else None
 
     async def is_empty(self, path: str) -> bool:
         """Nothing in the bucket under the directory but its marker (and hidden objects)."""

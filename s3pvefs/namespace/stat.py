@@ -159,6 +159,16 @@ def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
     )
 
 
+# What older s3fs versions and some GUIs mark a directory with: a zero-byte object
+# "name" (no trailing slash) of this content type.
+OLD_STYLE_DIR_TYPES = ("application/x-directory", "httpd/unix-directory")
+
+
+def is_old_style_dir(info: ObjectInfo | None) -> bool:
+    return info is not None and info.size == 0 and \
+        (info.content_type or "").split(";")[0].strip().lower() in OLD_STYLE_DIR_TYPES
+
+
 def implicit_dir(defaults: Defaults, t_ns: int) -> Stat:
     """A directory that exists only as a common prefix (no marker object)."""
     return new_stat(DIR, defaults.dir_mode, defaults.uid, defaults.gid, 0, t_ns)

@@ -16,6 +16,7 @@ class ObjectInfo:
     etag: str
     last_modified: float  # epoch seconds
     metadata: dict[str, str] | None = None  # user metadata (x-amz-meta-*); None when from a LIST
+    content_type: str | None = None  # from a HEAD or GET; None from a LIST
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class MemoryStore(ListAll):
 
     def _info(self, key: str, obj: _Object, with_meta: bool) -> ObjectInfo:
         return ObjectInfo(key, len(obj.data), obj.etag, obj.last_modified,
-                          dict(obj.metadata) if with_meta else None)
+                          dict(obj.metadata) if with_meta else None, obj.content_type if with_meta else None)
 
     # -- ObjectStore --------------------------------------------------------
     async def head(self, key):

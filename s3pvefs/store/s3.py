@@ -233,6 +233,7 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
         etag=str(resp.get("ETag", "")).strip('"'),
         last_modified=resp["LastModified"].timestamp() if resp.get("LastModified") else 0.0,
         metadata={k.lower(): v for k, v in resp.get("Metadata", {}).items()} if with_meta else None,
+        content_type=resp.get("ContentType") if with_meta else None,
     )
 
 
@@ -245,7 +246,8 @@ def _info_from_headers(key: str, headers: dict[str, str]) -> ObjectInfo:
     modified = _timestamp(headers["last-modified"]).timestamp() if headers.get("last-modified") else 0.0
     return ObjectInfo(key=key, size=int(size) if size.isdigit() else 0, etag=headers.get("etag", "").strip('"'),
                       last_modified=modified,
-                      metadata={k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")})
+                      metadata={k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")},
+                      content_type=headers.get("content-type"))
 
 
 class _Redact(logging.Filter):

@@ -165,6 +165,7 @@ def test_head_reads_size_etag_time_and_metadata(s3, s3_server, bucket, data_plan
         assert (info.key, info.size, info.etag) == (name, 5, truth["ETag"].strip('"'))
         assert info.last_modified == truth["LastModified"].timestamp()
         assert info.metadata == {"mode": "33188", "uid": "0"}
+        assert info.content_type == truth["ContentType"]
     assert infos[-2:] == [None, None]
     assert requests["head_object"] == 5 and not errors
     agents = {h.get("user-agent", "").split("/")[0] for method, _, h in proxy.seen if method == "HEAD"}

@@ -97,3 +97,28 @@ def test_prefix_only_directory_shows_dir_mode(mount):
     assert stat.S_IMODE(os.stat(m.path("only/a/prefix/file.txt")).st_mode) == 0o640
     out = os.popen(f"ls -ld {m.path('only')}").read()
     assert out.startswith("drwxr-x---"), out
+
+
+def test_old_style_directory_object_without_a_slash_is_a_directory(mount):
+    """A zero-byte `name` of Content-Type application/x-directory (older s3fs, some GUIs)."""
+    m = mount()
+    m.put("legacy", b"", ContentType="application/x-directory", Metadata={"mode": str(stat.S_IFDIR | 0o750)})
+    m.put("legacy2", b"", ContentType="httpd/unix-directory")
+    m.put("plainfile", b"")  # a zero-byte file is still a file
+    assert os.path.isdir(m.path("legacy")) and os.path.isdir(m.path("legacy2"))
+    assert stat.S_IMODE(os.stat(m.path("legacy")).st_mode) == 0o750
+    assert os.path.isfile(m.path("plainfile"))
+    assert sorted(os.listdir(m.mp)) == ["legacy", "legacy2", "plainfile"]
+    assert os.listdir(m.path("legacy")) == []
+    with open(m.path("legacy", "inside"), "wb") as f:
+        f.write(b"x")
+    assert os.listdir(m.path("legacy")) == ["inside"]
+    m.remount()  # listed first, then stat'ed: the listing's "file" turns out a directory
+    out = os.popen(f"ls -l {m.mp}").read()
+    assert [ln[0] for ln in out.splitlines()[1:]] == ["d", "d", "-"], out
+    os.unlink(m.path("legacy", "inside"))
+    os.rmdir(m.path("legacy"))  # its object goes too, or it would come back
+    os.rename(m.path("legacy2"), m.path("moved"))
+    assert "pve/legacy" not in m.keys() and "pve/legacy2" not in m.keys()
+    m.remount()
+    assert sorted(os.listdir(m.mp)) == ["moved", "plainfile"] and os.path.isdir(m.path("moved"))
