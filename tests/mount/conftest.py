@@ -342,3 +342,37 @@ def auth_moto(users: dict[str, list[str]], setup_requests: int = 1):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# ---------------------------------------------------------------------------- s3fs beside us
+
+@pytest.fixture
+def s3fs_mount(s3_server, tmp_path):
+    """An s3fs mount of a bucket/prefix (the other tool on the same bucket)."""
+    from tests.conftest import need
+    need("s3fs")
+    mounted = []
+
+    def make(bucket: str, prefix: str) -> str:
+        mp = tmp_path / f"s3fs-{len(mounted)}"
+        mp.mkdir()
+        passwd = tmp_path / "passwd-s3fs"
+        passwd.write_text(f"{ACCESS_KEY}:{SECRET_KEY}\n")
+        passwd.chmod(0o600)
+        _sh(f"s3fs {bucket}:/{prefix} {mp} -o url={s3_server},use_path_request_style,passwd_file={passwd},"
+           f"stat_cache_expire=1")
+        mounted.append(str(mp))
+        for _ in range(100):
+            if os.path.ismount(mp):
+                break
+            time.sleep(0.1)
+        return str(mp)
+
+    yield make
+    for mp in mounted:
+        subprocess.run(["fusermount3", "-uz", mp], capture_output=True)
+
+
+def _sh(script: str) -> None:
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{script!r} failed: {r.stderr[-2000:]}"

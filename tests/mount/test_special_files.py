@@ -11,12 +11,9 @@ import os
 import socket
 import stat
 import subprocess
-import time
 
 import pytest
 
-from tests.conftest import need
-from tests.mount.conftest import ACCESS_KEY, SECRET_KEY
 from tests.mount.test_streaming import sh
 
 pytestmark = pytest.mark.mount
@@ -139,32 +136,6 @@ def test_rsync_and_tar_round_trip_trees_with_special_files(mount, tmp_path):
     back = tmp_path / "back"
     sh(f"rsync -a {m.mp}/rsynced/ {back}/")
     assert listing(str(back)) == want
-
-
-@pytest.fixture
-def s3fs_mount(s3_server, tmp_path):
-    """An s3fs mount of a bucket/prefix (the other tool on the same bucket)."""
-    need("s3fs")
-    mounted = []
-
-    def make(bucket: str, prefix: str) -> str:
-        mp = tmp_path / f"s3fs-{len(mounted)}"
-        mp.mkdir()
-        passwd = tmp_path / "passwd-s3fs"
-        passwd.write_text(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-        passwd.chmod(0o600)
-        sh(f"s3fs {bucket}:/{prefix} {mp} -o url={s3_server},use_path_request_style,passwd_file={passwd},"
-           f"stat_cache_expire=1")
-        mounted.append(str(mp))
-        for _ in range(100):
-            if os.path.ismount(mp):
-                break
-            time.sleep(0.1)
-        return str(mp)
-
-    yield make
-    for mp in mounted:
-        subprocess.run(["fusermount3", "-uz", mp], capture_output=True)
 
 
 def test_s3fs_reads_ours_and_we_read_s3fs(mount, s3fs_mount):
