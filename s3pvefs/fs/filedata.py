@@ -46,6 +46,7 @@ from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.cachespace import CacheSpace
 from s3pvefs.write.sparse import SparseFile
+from s3pvefs.write.zeros import Zeros
 from s3pvefs.write.stream import StreamedFile
 from s3pvefs.write.resume import Suspended
 from s3pvefs.write.uploader import copy_object
@@ -77,6 +78,7 @@ class FileContext:
     # meter learn of a commit
     committed: Callable[[str, Stat, int], None]
     uploads: UploadLog  # this daemon's uploads, for the next mount
+    zeros: Zeros | None = None  # holes are copied from it at commits (write/zeros.py)
 
 
 class FileData:
@@ -450,7 +452,7 @@ class FileData:
             else:
                 fetch = self._base_fetcher(to_cache=False)  # into parts, not the cache
                 etag = await upload_sparse(self.ctx.store, key, cache, taken, meta, self.ctx.cfg.write, fetch,
-                                           self.ctx.budget)
+                                           self.ctx.budget, self.ctx.zeros)
         except BaseException:
             cache.commit_failed(taken)
             raise

@@ -33,9 +33,10 @@ from s3pvefs.fs.handles import DirHandle, FileHandle
 from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE, move_object, move_tree
 from s3pvefs.fs.usage import UsageMeter
 from s3pvefs.fs.dirtimes import DirectoryTimes, rewrite_marker
+from s3pvefs.write.zeros import Zeros
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.inodes import MIXED, ROOT_INO, Inode, InodeTable
-from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper, check_name, join_path
+from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, ZEROS_NAME, KeyMapper, check_name, join_path
 from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.resolver import Resolver
 from s3pvefs.namespace.stat import (DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, encode_metadata, implicit_dir,
@@ -100,7 +101,8 @@ class Filesystem:
         # (another writer replaced its object); it asks GETATTR before it trusts them again.
         self.kernel_attrs_stale: Callable[[int], None] = lambda ino: None
         self._ctx = FileContext(self.commits, config, nursery, self.budget, self.space, self.writeback_dir,
-                                self.hidden, self._committed, self.uploads)
+                                self.hidden, self._committed, self.uploads,
+                                Zeros(self.commits, self.keys.key(ZEROS_NAME)))
 
     # ------------------------------------------------------------------ helpers
     def _inode(self, ino: int) -> Inode:

@@ -9,6 +9,8 @@ NAME_MAX = 255
 KEY_MAX = 1024
 FOLDER_SUFFIX = "_$folder$"  # old s3fs/Hadoop directory marker, recognised when listing
 DIR_CONTENT_TYPE = "application/x-directory"  # of the "dir/" marker objects we write
+# The mount's object of zeros (write/zeros.py) at PREFIX/ZEROS_NAME: never a name here.
+ZEROS_NAME = ".s3pvefs-zeros"
 
 
 def join_path(parent: str, name: str) -> str:
@@ -22,6 +24,8 @@ def check_name(raw: bytes) -> str:
         raise NameTooLong(f"name longer than {NAME_MAX} bytes")
     if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
         raise InvalidName(f"name {raw!r} cannot be an S3 key component")
+    if raw == ZEROS_NAME.encode():
+        raise InvalidName(f"{ZEROS_NAME} is reserved for the mount's own object of zeros")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -30,7 +34,7 @@ def check_name(raw: bytes) -> str:
 
 def listable_name(name: str) -> bool:
     """Whether a key component found in the bucket can be shown as a file name."""
-    return bool(name) and name not in (".", "..") and len(name.encode("utf-8")) <= NAME_MAX \
+    return bool(name) and name not in (".", "..", ZEROS_NAME) and len(name.encode("utf-8")) <= NAME_MAX \
         and "\0" not in name
 
 

@@ -86,8 +86,9 @@ class ObjectStore(Protocol):
     async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str: ...
 
     async def upload_part_copy(self, key: str, upload_id: str, number: int, src: str,
-                               start: int, end: int) -> str:
-        """Part ``number`` = bytes [start, end) of object ``src``; returns the part's ETag."""
+                               start: int, end: int, src_etag: str | None = None) -> str:
+        """Part ``number`` = bytes [start, end) of object ``src`` (only while its ETag is
+        src_etag, when given); returns the part's ETag."""
 
     async def complete_multipart(self, key: str, upload_id: str, parts: list[PartEtag]) -> None: ...
 

@@ -165,8 +165,10 @@ class MemoryStore(ListAll):
         self.uploads[upload_id].last_part = time.time()
         return hashlib.md5(body).hexdigest()
 
-    async def upload_part_copy(self, key, upload_id, number, src, start, end):
+    async def upload_part_copy(self, key, upload_id, number, src, start, end, src_etag=None):
         await self._enter("upload_part_copy")
+        if src_etag is not None and self.objects[src].etag != src_etag:
+            raise StoreError(f"upload_part_copy {key}: PreconditionFailed (412)", code="PreconditionFailed")
         data = self.objects[src].data[start:end]
         self.copied += len(data)
         self.uploads[upload_id].parts[number] = data

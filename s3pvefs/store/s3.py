@@ -678,11 +678,12 @@ class S3Store(ListAll):
                                 PartNumber=number, **await self._body(body))
         return str(resp["ETag"]).strip('"')
 
-    async def upload_part_copy(self, key, upload_id, number, src, start, end):
+    async def upload_part_copy(self, key, upload_id, number, src, start, end, src_etag=None):
+        extra = {"CopySourceIfMatch": src_etag} if src_etag else {}
         resp = await self._call("upload_part_copy", key, (end - start) // _COPY_SPEEDUP, Key=key,
                                 UploadId=upload_id, PartNumber=number,
                                 CopySource={"Bucket": self.bucket, "Key": src},
-                                CopySourceRange=f"bytes={start}-{end - 1}")
+                                CopySourceRange=f"bytes={start}-{end - 1}", **extra)
         return str(resp["CopyPartResult"]["ETag"]).strip('"')
 
     async def complete_multipart(self, key, upload_id, parts: list[PartEtag]):

@@ -144,9 +144,10 @@ class CommitStore:
         return await self._patiently(f"upload_part {key} #{number}",
                                      lambda: self._store.upload_part(key, upload_id, number, body))
 
-    async def upload_part_copy(self, key: str, upload_id: str, number: int, src: str, start: int, end: int) -> str:
-        return await self._patiently(f"upload_part_copy {key} #{number}",
-                                     lambda: self._store.upload_part_copy(key, upload_id, number, src, start, end))
+    async def upload_part_copy(self, key: str, upload_id: str, number: int, src: str, start: int, end: int,
+                               src_etag: str | None = None) -> str:
+        return await self._patiently(f"upload_part_copy {key} #{number}", lambda: self._store.upload_part_copy(
+            key, upload_id, number, src, start, end, src_etag=src_etag))
 
     async def complete_multipart(self, key: str, upload_id: str, parts: list[PartEtag]) -> None:
         try:

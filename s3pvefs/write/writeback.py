@@ -27,20 +27,32 @@ from s3pvefs.write.extents import Extents
 from s3pvefs.write.parts import MAX_PART, part_size_for
 from s3pvefs.write.sparse import SparseFile
 from s3pvefs.write.uploader import COPY_PART, multipart
+from s3pvefs.write.zeros import Zeros
 
-COPY, SEND = "copy", "send"
+ZERO_PART = 1 << 30  # bytes of zeros per UploadPartCopy: 1 TiB in 1,024 parts
+
+COPY, SEND, ZERO = "copy", "send", "zero"
 
 
 def plan_commit(size: int, base_end: int, dirty: Extents, window: int,
-                copy_part: int = COPY_PART) -> list[tuple[str, int, int]]:
-    """[(COPY or SEND, start, end)] covering [0, size) in order; copies of unchanged
-    neighbouring windows merge up to copy_part (a multiple of window)."""
+                copy_part: int = COPY_PART, local: Extents | None = None,
+                zero_part: int = 0, zero_from: int = 0) -> list[tuple[str, int, int]]:
+    """[(COPY, SEND or ZERO, start, end)] covering [0, size) in order. COPY: the base's
+    unchanged bytes below base_end (0: none copied); ZERO (when zero_part): a window
+    from zero_from on (where the base object ends) that holds nothing local (a hole:
+    zeros); SEND: the rest. Neighbouring COPY windows merge up to
+    copy_part, ZERO windows up to zero_part (multiples of window)."""
     plan: list[tuple[str, int, int]] = []
     for start in range(0, size, window):
         end = min(start + window, size)
-        kind = COPY if end <= base_end and not dirty.touches(start, end) else SEND
-        if kind == COPY and plan and plan[-1][0] == COPY and end - plan[-1][1] <= copy_part:
-            plan[-1] = (COPY, plan[-1][1], end)
+        if end <= base_end and not dirty.touches(start, end):
+            kind, limit = COPY, copy_part
+        elif zero_part and start >= max(base_end, zero_from) and local is not None and not local.touches(start, end):
+            kind, limit = ZERO, zero_part
+        else:
+            kind, limit = SEND, 0
+        if kind != SEND and plan and plan[-1][0] == kind and end - plan[-1][1] <= limit:
+            plan[-1] = (kind, plan[-1][1], end)
         else:
             plan.append((kind, start, end))
     return plan or [(SEND, 0, 0)]
@@ -91,23 +103,32 @@ async def _charged(budget: MemoryBudget | None, n: int):
 async def upload_sparse(store: ObjectStore, key: str, sparse: SparseFile, dirty: Extents,
                         metadata: dict[str, str], cfg: WriteConfig,
                         fetch_base: Callable[[int, int], Awaitable[bytes]],
-                        budget: MemoryBudget | None = None) -> str | None:
-    """Write the file as the cache has it to key; the new ETag when one PUT did it."""
+                        budget: MemoryBudget | None = None, zeros: Zeros | None = None) -> str | None:
+    """Write the file as the cache has it to key; the new ETag when one PUT did it.
+    With zeros, holes past the base are copied from its object of zeros."""
     size = sparse.size
     assembler = Assembler(sparse, fetch_base)
     window = part_size_for(size, cfg.min_part_size)
     has_base = sparse.base_end >= 2 * window and (sparse.base_etag is not None)
-    if size <= cfg.multipart_threshold and not has_base:  # nothing worth copying: one PUT
+    holes = zeros is not None and not cfg.uniform_parts and \
+        size - max(sparse.base_end, max((e for _, e in sparse.valid), default=0)) >= 2 * window
+    if size <= cfg.multipart_threshold and not has_base and not holes:  # nothing worth copying: one PUT
         async with _charged(budget, size):
             return await store.put(key, await assembler.read(0, size) if size else b"", metadata)
     copy_part = window if cfg.uniform_parts else max(window, COPY_PART // window * window)
     base_end = sparse.base_end if has_base else 0
-    plan = plan_commit(size, base_end, dirty, window, min(copy_part, MAX_PART))
+    zero_part = max(window, ZERO_PART // window * window) if holes else 0
+    plan = plan_commit(size, base_end, dirty, window, min(copy_part, MAX_PART), sparse.valid, zero_part,
+                       zero_from=sparse.base_end)
     kinds = {start: kind for kind, start, _ in plan}
+    if any(kind == ZERO for kind in kinds.values()):
+        zeros_key, zeros_etag = await zeros.at_least(max(e - s for k, s, e in plan if k == ZERO))
 
     async def send(upload_id: str, n: int, start: int, end: int) -> str:
         if kinds[start] == COPY:
             return await store.upload_part_copy(key, upload_id, n, key, start, end)
+        if kinds[start] == ZERO:
+            return await store.upload_part_copy(key, upload_id, n, zeros_key, 0, end - start, src_etag=zeros_etag)
         async with _charged(budget, end - start):
             return await store.upload_part(key, upload_id, n, await assembler.read(start, end))
 

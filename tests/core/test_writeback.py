@@ -102,6 +102,33 @@ def test_an_extended_sparse_file_holds_no_disk_and_commits_zeros(run):
         obj = store.objects["pve/new.raw"].data
         assert len(obj) == 96 * MiB and obj[50 * MiB:50 * MiB + 4] == b"boot"
         assert obj.count(0) == 96 * MiB - 4
+        # the holes were copied from the object of zeros, not sent: the window with
+        # "boot" and the 8 MiB seed of zeros
+        assert store.sent <= 16 * MiB, store.sent
+
+    run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
+
+
+def test_growing_a_file_copies_its_zeros_server_side(run):
+    """truncate -s of a small file (no handle): one window sent, the rest UploadPartCopy
+    of the mount's object of zeros, which is written once and reused."""
+    async def body(fs, store):
+        await store.put("pve/small", b"hello\n", {"mode": "33188"})
+        inode, _ = await fs.lookup(ROOT, b"small")
+        store.reset_counts()
+        sent = store.sent
+        await fs.setattr(inode.ino, size=200 * MiB)
+        obj = store.objects["pve/small"].data
+        assert len(obj) == 200 * MiB and obj[:6] == b"hello\n" and obj.count(0) == 200 * MiB - 6
+        first = dict(store.calls)
+        assert store.sent - sent <= 16 * MiB and first["put"] == 1, (store.sent, first)  # the seed, once
+        await fs.setattr(inode.ino, size=400 * MiB)  # grows again: the zeros are there
+        obj = store.objects["pve/small"].data
+        assert len(obj) == 400 * MiB and obj[:6] == b"hello\n" and obj.count(0) == 400 * MiB - 6
+        assert store.calls["put"] == 1, dict(store.calls)
+        names = [name for _, name, _, _ in fs.readdir(await fs.opendir(ROOT), 0)]
+        assert names == ["small"], names  # .s3pvefs-zeros is never a name
+        assert "pve/.s3pvefs-zeros" in store.objects
 
     run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
 
