@@ -65,6 +65,11 @@ class FsStat:
     name_max: int = 255
 
 
+# A truncate with no open handle growing a file by more than this is committed in the
+# background (its server-side copies of zeros can take minutes), not in the caller's way.
+BACKGROUND_GROWTH = 16 << 30
+
+
 class Filesystem:
     def __init__(self, store: ObjectStore, config: Config, nursery: trio.Nursery,
                  clock=time.monotonic):
@@ -214,6 +219,18 @@ class Filesystem:
                     h.prefetcher.close()  # a reader here sees what was written here
                     h.prefetcher = None
 
+    async def _commit_in_background(self, inode: Inode, data: FileData) -> None:
+        try:
+            if data.dirty and data.attached:
+                await data.commit()
+        except FsError as e:
+            log.error("could not commit %s: %s; kept, tried again in the background", data.path, e)
+            await data.keep(e)
+            self._keep_trying(inode, data)
+        finally:
+            if self.files.get(inode.ino) is data:
+                self._drop_data(inode)
+
     def _keep_trying(self, inode: Inode, data: FileData) -> None:
         """A commit failed with nobody left to tell (the last close): the data is kept
         (FileData.keep) and committed in the background once S3 takes it."""
@@ -317,6 +334,12 @@ class Filesystem:
         if data.stream is not None and (atime_ns is not None or mtime_ns is not None):
             data.stream.explicit_times = True
         data.touch(data.stat.with_(**changes))
+        if inode.open_handles == 0 and size is not None and size - s.size > BACKGROUND_GROWTH:
+            # `truncate -s 1T`: a commit of many server-side copies that nothing could
+            # interrupt (pyfuse3 answers no FUSE interrupt): done in the background,
+            # listed by `s3pvefs status` until it is stored, kept and retried on failure.
+            self._nursery.start_soon(self._commit_in_background, inode, data)
+            return data.stat
         if inode.open_handles == 0:  # nobody will close it: commit now
             try:
                 await data.commit()

@@ -389,3 +389,31 @@ def test_data_a_last_close_could_not_commit_is_committed_at_the_next_mount(tmp_p
         mount_twice(tmp_path, store, failing_close, next_mount)
     assert "its data stays in the cache" in caplog.text
     assert store.objects["pve/disk.raw"].data == bytes(data)
+
+
+def test_growing_a_file_far_without_a_handle_commits_in_the_background(run, monkeypatch):
+    """`truncate -s 2T`: the caller gets its answer at once (nothing could interrupt a
+    long commit); the file is listed as pending until stored, and its size shows at once."""
+    from s3pvefs.fs import filesystem
+    monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
+
+    async def body(fs, store):
+        await store.put("pve/small", b"hello\n", {"mode": "33188"})
+        inode, _ = await fs.lookup(ROOT, b"small")
+        store.stall.add("complete_multipart")  # the commit cannot finish yet
+        s = await fs.setattr(inode.ino, size=100 * MiB)
+        assert s.size == 100 * MiB and (await fs.getattr(inode.ino)).size == 100 * MiB
+        assert len(store.objects["pve/small"].data) == 6  # not committed yet: the caller did not wait
+        await trio.sleep(0.2)
+        assert [p for p, _, _ in fs.pending_files()] == ["small"]
+        store.stall.discard("complete_multipart")
+        for _ in range(500):
+            if not fs.pending_files():
+                break
+            await trio.sleep(0.01)
+        obj = store.objects["pve/small"].data
+        assert len(obj) == 100 * MiB and obj[:6] == b"hello\n" and obj.count(0) == 100 * MiB - 6
+        small = await fs.setattr(inode.ino, size=50 * MiB)  # a cut, or a small growth: committed before it returns
+        assert small.size == 50 * MiB and len(store.objects["pve/small"].data) == 50 * MiB
+
+    run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
