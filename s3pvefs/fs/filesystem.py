@@ -268,6 +268,8 @@ class Filesystem:
     async def lookup(self, parent_ino: int, raw: bytes) -> tuple[Inode, Stat]:
         """The name's attributes as its headers say (the kernel checks access against
         them): a listing's answer is completed first."""
+        if raw == ZEROS_NAME.encode():  # not a name: as absent (creating it is refused)
+            raise NotFound(ZEROS_NAME)
         parent, name, s = await self._child(parent_ino, raw)
         s = await self.resolver.complete(join_path(self.path(parent), name), s)
         if s is None:

@@ -111,6 +111,8 @@ def assert_pve_names(m) -> dict[str, str]:
         rel = key[len(m.prefix) + 1:]
         if key.endswith("/"):
             assert dir_ok(rel.rstrip("/")), f"unexpected directory {rel!r} in the bucket"
+        elif rel == ".s3pvefs-zeros":  # the mount's object of zeros (raw images grown by truncate)
+            assert not os.path.exists(m.path(rel))  # never a name on the mount
         else:
             kinds[rel] = volume_kind(rel)
     seen = {}
