@@ -90,6 +90,7 @@ class FileData:
         self.path: str | None = path  # None once unlinked
         self.stat = stat
         self.remote_size = remote_size  # size of the object at the key; None: there is none
+        self.in_background = False  # a commit of it runs in the background (a far-grown file)
         self.state = State.ATTRS
         self.stream: StreamedFile | None = None
         self.cache: SparseFile | None = None
@@ -396,6 +397,13 @@ class FileData:
             await self.commit()
 
     # ------------------------------------------------------------------ commit
+    def hole_bytes(self) -> int:
+        """Bytes past the base and past everything written: zeros a commit copies server-side."""
+        c = self.cache
+        if c is None or not self.dirty:
+            return 0
+        return c.size - max(c.base_end, max((e for _, e in c.valid), default=0))
+
     async def commit(self) -> None:
         """Make the object at the key what this mount holds (data, or attributes only).
         Raises on failure (S3 away past outage_patience, or refusing); the data stays,

@@ -65,8 +65,9 @@ class FsStat:
     name_max: int = 255
 
 
-# A truncate with no open handle growing a file by more than this is committed in the
-# background (its server-side copies of zeros can take minutes), not in the caller's way.
+# A file grown past its data by more than this (truncate -s 2T) is committed in the
+# background, at its close or its handle-less truncate: its server-side copies of zeros
+# can take minutes, which nothing could interrupt (pyfuse3 answers no FUSE interrupt).
 BACKGROUND_GROWTH = 16 << 30
 DIR_TIMES_AT_EXIT = 5.0  # seconds the unmount gives pending directory times
 
@@ -220,6 +221,10 @@ class Filesystem:
                     h.prefetcher.close()  # a reader here sees what was written here
                     h.prefetcher = None
 
+    def _commit_later(self, inode: Inode, data: FileData) -> None:
+        data.in_background = True  # from now: a release must not wait for it
+        self._nursery.start_soon(self._commit_in_background, inode, data)
+
     async def _commit_in_background(self, inode: Inode, data: FileData) -> None:
         try:
             if data.dirty and data.attached:
@@ -229,6 +234,7 @@ class Filesystem:
             await data.keep(e)
             self._keep_trying(inode, data)
         finally:
+            data.in_background = False
             if self.files.get(inode.ino) is data:
                 self._drop_data(inode)
 
@@ -337,11 +343,11 @@ class Filesystem:
         if data.stream is not None and (atime_ns is not None or mtime_ns is not None):
             data.stream.explicit_times = True
         data.touch(data.stat.with_(**changes))
-        if inode.open_handles == 0 and size is not None and size - s.size > BACKGROUND_GROWTH:
+        if inode.open_handles == 0 and size is not None and data.hole_bytes() > BACKGROUND_GROWTH:
             # `truncate -s 1T`: a commit of many server-side copies that nothing could
             # interrupt (pyfuse3 answers no FUSE interrupt): done in the background,
             # listed by `s3pvefs status` until it is stored, kept and retried on failure.
-            self._nursery.start_soon(self._commit_in_background, inode, data)
+            self._commit_later(inode, data)
             return data.stat
         if inode.open_handles == 0:  # nobody will close it: commit now
             try:
@@ -591,6 +597,9 @@ class Filesystem:
         data = self.files.get(h.inode.ino)
         if data is None or not h.writable or (h.created and data.untouched_new):
             return  # a reader's close commits nothing (nor fails for what a writer left pending)
+        if data.hole_bytes() > BACKGROUND_GROWTH:  # `truncate -s 2T` opens and ftruncates
+            self._commit_later(h.inode, data)
+            return
         try:
             await data.commit()
         except StoreError as e:
@@ -618,7 +627,7 @@ class Filesystem:
         data = self.files.get(inode.ino)
         try:
             if inode.open_handles == 1 and data is not None:
-                if data.dirty and data.attached:
+                if data.dirty and data.attached and not data.in_background:
                     try:  # close() already flushed; this catches writes through mmap and the like
                         await data.commit()
                     except FsError as e:

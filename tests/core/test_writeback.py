@@ -417,3 +417,29 @@ def test_growing_a_file_far_without_a_handle_commits_in_the_background(run, monk
         assert small.size == 50 * MiB and len(store.objects["pve/small"].data) == 50 * MiB
 
     run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
+
+
+def test_closing_a_file_grown_far_commits_in_the_background(run, monkeypatch):
+    """coreutils `truncate -s 2T f` opens f and ftruncates: its close returns at once too."""
+    from s3pvefs.fs import filesystem
+    monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
+
+    async def body(fs, store):
+        await store.put("pve/small", b"hello\n", {"mode": "33188"})
+        inode, fh = await open_rw(fs, b"small")
+        await fs.setattr(inode.ino, size=100 * MiB)
+        store.stall.add("complete_multipart")
+        await fs.flush(fh)  # close(2): returns although the commit cannot finish yet
+        await fs.release(fh)
+        assert len(store.objects["pve/small"].data) == 6
+        await trio.sleep(0.2)
+        assert [p for p, _, _ in fs.pending_files()] == ["small"]
+        store.stall.discard("complete_multipart")
+        for _ in range(500):
+            if not fs.pending_files():
+                break
+            await trio.sleep(0.01)
+        obj = store.objects["pve/small"].data
+        assert len(obj) == 100 * MiB and obj[:6] == b"hello\n" and obj.count(0) == 100 * MiB - 6
+
+    run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
