@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from s3pvefs.errors import ConfigError
+from s3pvefs.store.bandwidth import Schedule
 
 KiB, MiB, GiB, TiB, PiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
 
@@ -68,6 +69,11 @@ class StoreConfig:
     # format), owned by root and not readable by group or others; "" = systemd
     # credentials ($CREDENTIALS_DIRECTORY) or botocore's chain (environment, profile).
     credentials_file: str = ""
+    # Bandwidth for the whole mount, bytes per second: one rate ("10M") or a timetable
+    # by local time ("08:00=2M 18:00=off"); "" = unlimited. A request waits for its turn,
+    # outside its deadline (store/bandwidth.py); server-side copies are not counted.
+    upload_limit: str = ""
+    download_limit: str = ""
 
 
 @dataclass(frozen=True)
@@ -422,6 +428,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("data_plane: expected auto, crt or python")
     if s.checksums not in ("when_required", "when_supported"):
         raise ConfigError("checksums: expected when_required or when_supported")
+    Schedule.parse(s.upload_limit, "upload_limit")  # ConfigError naming the setting
+    Schedule.parse(s.download_limit, "download_limit")
     if s.request_deadline <= 0 or s.min_transfer_rate <= 0:
         raise ConfigError("request_deadline, min_transfer_rate: must be > 0")
     for name in ("stat_ttl", "negative_ttl", "listing_ttl", "stale_answer_after", "kernel_entry_timeout",

@@ -45,6 +45,18 @@ class _Snapshot:
         for code, n in s["errors"].items():
             errors.add_metric([code], n)
         yield errors
+        if s.get("bandwidth"):
+            limit = GaugeMetricFamily("s3pvefs_bandwidth_limit_bytes_per_second",
+                                      "upload_limit / download_limit in force now (0: unlimited)",
+                                      labels=["direction"])
+            waited = CounterMetricFamily("s3pvefs_bandwidth_wait_seconds",
+                                         "Seconds requests waited for their turn under the limit",
+                                         labels=["direction"])
+            for direction, b in s["bandwidth"].items():
+                limit.add_metric([direction], b["rate_now"] or 0)
+                waited.add_metric([direction], b["waited_seconds"])
+            yield limit
+            yield waited
 
 
 def exposition(snap: dict) -> bytes:

@@ -41,6 +41,9 @@ def snapshot(fs, store) -> dict:
         # what carries part uploads / ranged GETs: "crt" (AWS CRT) or "python" (aiobotocore)
         "data_plane": getattr(store, "data_plane", "python"),
         "read_plane": getattr(store, "read_plane", "python"),
+        # upload_limit / download_limit: the setting, the rate in force (None: unlimited),
+        # seconds requests have waited for their turn
+        "bandwidth": store.bandwidth.snapshot() if hasattr(store, "bandwidth") else None,
     }
 
 
@@ -100,6 +103,13 @@ def with_rates(before: dict, after: dict) -> dict:
     return after
 
 
+def _limit_line(direction: str, b: dict) -> str:
+    if b["limit"] == "off":
+        return f"{direction} unlimited"
+    now = f"{_size(b['rate_now'])}/s now" if b["rate_now"] else "unlimited now"
+    return f"{direction} {now} ({b['limit']}), {b['waited_seconds']:.0f} s waited"
+
+
 def render(snap: dict, mountpoint: str) -> str:
     lines = [f"s3pvefs on {mountpoint} (pid {snap['pid']})"]
     if not snap["files"]:
@@ -135,6 +145,8 @@ def render(snap: dict, mountpoint: str) -> str:
     lines.append(f"S3 bytes: sent {_size(snap['bytes']['sent'])}, received {_size(snap['bytes']['received'])} "
                  f"(parts through {'the AWS CRT' if snap.get('data_plane') == 'crt' else 'aiobotocore'}, "
                  f"ranged GETs through {'the AWS CRT' if snap.get('read_plane') == 'crt' else 'aiobotocore'})")
+    if snap.get("bandwidth"):
+        lines.append("bandwidth: " + "; ".join(_limit_line(d, snap["bandwidth"][d]) for d in ("upload", "download")))
     lines.append(f"S3 failures (after retries): {errors}")
     retries = ", ".join(f"{k} {v}" for k, v in sorted(snap.get("retries", {}).items())) or "none"
     lines.append(f"S3 retries made by s3pvefs (botocore's and the CRT's own are not counted): {retries}")

@@ -34,6 +34,7 @@ from aiobotocore.httpxsession import HttpxSession
 from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
 from s3pvefs.errors import Changed, StoreError
+from s3pvefs.store.bandwidth import Bandwidth
 from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 log = logging.getLogger(__name__)
@@ -333,8 +334,11 @@ class S3Store(ListAll):
     def __init__(self, client, bucket: str, content_md5: bool = True, checksum_algorithm: str = "md5",
                  request_deadline: float = 20.0,
                  min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
-                 max_attempts: int = 5, data_plane=None, plane_reads: bool = False):
+                 max_attempts: int = 5, data_plane=None, plane_reads: bool = False,
+                 bandwidth: Bandwidth | None = None):
         self._client = client
+        # upload_limit / download_limit: a request waits for its turn before it is sent
+        self.bandwidth = bandwidth or Bandwidth()
         # CrtDataPlane (crtplane.py) for UploadPart bodies (and ranged GETs when
         # plane_reads), or None: then aiobotocore carries them too.
         self._plane = data_plane
@@ -410,7 +414,8 @@ class S3Store(ListAll):
                       request_deadline=cfg.request_deadline,
                       min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,
                       throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()),
-                      data_plane=plane, plane_reads=cfg.data_plane == "crt")
+                      data_plane=plane, plane_reads=cfg.data_plane == "crt",
+                      bandwidth=Bandwidth(cfg.upload_limit, cfg.download_limit))
 
     @property
     def data_plane(self) -> str:
@@ -544,6 +549,7 @@ class S3Store(ListAll):
             except (botocore.exceptions.BotoCoreError, OSError) as e:
                 raise translate_error("get_object", key, e) from None
         self.bytes_received += len(data)
+        await self.bandwidth.download.take(len(data))
         info = _info(key, resp, True)
         total = str(resp.get("ContentRange", "")).rpartition("/")[2]
         if total.isdigit():  # "bytes 0-1023/1024": the object's size, not the range's
@@ -563,6 +569,7 @@ class S3Store(ListAll):
         headers, data = got
         info = _info_from_headers(key, headers)
         self.bytes_received += len(data or b"")
+        await self.bandwidth.download.take(len(data or b""))
         return info, data if data is not None and len(data) == info.size <= limit else None
 
     async def list_page(self, prefix, delimiter="/", token=None, max_keys=1000):
@@ -603,6 +610,7 @@ class S3Store(ListAll):
     async def get_range(self, key, start, end, etag=None, into=None):
         if end <= start:
             return b""
+        await self.bandwidth.download.take(end - start)
         if self._plane_reads:
             data = await self._through_plane("get_object", key, end - start,
                                              lambda: self._plane.get_range(key, start, end, etag, into))
@@ -637,6 +645,7 @@ class S3Store(ListAll):
                 await self._backoff(attempt, error)
 
     async def put(self, key, body, metadata, content_type=None):
+        await self.bandwidth.upload.take(len(body))
         kwargs = {"Key": key, "Metadata": metadata, **await self._body(body)}
         if content_type:
             kwargs["ContentType"] = content_type
@@ -667,6 +676,7 @@ class S3Store(ListAll):
         return False
 
     async def upload_part(self, key, upload_id, number, body):
+        await self.bandwidth.upload.take(len(body))
         if self._plane is not None:
             self.bytes_sent += len(body)
             checksum = await self._checksum(body)

@@ -137,6 +137,8 @@ def test_no_tls_on_an_http_port(s3_server):
 @pytest.mark.parametrize("args, words", [
     (["-o", "no_such_option=1"], ["no_such_option", "unknown"]),
     (["-o", "max_attempts=many"], ["max_attempts"]),
+    (["-o", "upload_limit=08:00=2M;25:00=off"], ["upload_limit", "HH:MM=RATE"]),
+    (["-o", "download_limit=fast"], ["download_limit", "not a rate"]),
     (["--config", "/nonexistent/s3pvefs.toml"], ["no such file"]),
     (["--endpoint-url", "not a url"], ["endpoint_url"]),
 ])
