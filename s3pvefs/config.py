@@ -18,6 +18,7 @@ from typing import Any
 
 from s3pvefs.errors import ConfigError
 from s3pvefs.store.bandwidth import Schedule
+from s3pvefs.store.classes import StorageClasses
 
 KiB, MiB, GiB, TiB, PiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
 
@@ -74,6 +75,12 @@ class StoreConfig:
     # outside its deadline (store/bandwidth.py); server-side copies are not counted.
     upload_limit: str = ""
     download_limit: str = ""
+    # The storage class of new objects: storage_classes by directory of the mount
+    # ("dump=GLACIER_IR template/iso=STANDARD_IA", the longest place wins), else
+    # storage_class ("" = the server's default). Directory markers and dump/'s .log,
+    # .notes and .protected stay in the default class (store/classes.py).
+    storage_class: str = ""
+    storage_classes: str = ""
 
 
 @dataclass(frozen=True)
@@ -430,6 +437,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("checksums: expected when_required or when_supported")
     Schedule.parse(s.upload_limit, "upload_limit")  # ConfigError naming the setting
     Schedule.parse(s.download_limit, "download_limit")
+    StorageClasses.parse(s.prefix, s.storage_class, s.storage_classes)
     if s.request_deadline <= 0 or s.min_transfer_rate <= 0:
         raise ConfigError("request_deadline, min_transfer_rate: must be > 0")
     for name in ("stat_ttl", "negative_ttl", "listing_ttl", "stale_answer_after", "kernel_entry_timeout",

@@ -44,6 +44,7 @@ class BackupItem:
     log: bool = False  # the job log is there
     notes: str | None = None  # content of <archive>.notes (UTF-8, at most NOTES_MAX bytes)
     notes_truncated: bool = False
+    storage_class: str | None = None  # from the LIST (None: not said, i.e. STANDARD)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class VolumeItem:
     size: int
     last_modified: float
     info: Image | Iso | Template | Snippet | ImportFile
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class OtherItem:
     size: int | None  # None for a directory
     last_modified: float | None
     reason: str
+    storage_class: str | None = None
 
 
 @dataclass
@@ -150,23 +153,25 @@ async def build(store: ObjectStore, prefix: str, bucket: str = "") -> Inventory:
             continue
         if isinstance(kind, Other):
             inv.other.append(OtherItem(path, obj.size if obj else None, obj.last_modified if obj else None,
-                                       kind.reason))
+                                       kind.reason, obj.storage_class if obj else None))
         elif isinstance(kind, SideFile):
             side_files.append((path, obj, kind))
         elif isinstance(kind, Backup):
             inv.backups.append(BackupItem(path, obj.size, obj.last_modified, kind,
                                           protected=kind.protected_name in dump_files,
-                                          log=kind.log_name is not None and kind.log_name in dump_files))
+                                          log=kind.log_name is not None and kind.log_name in dump_files,
+                                          storage_class=obj.storage_class))
         else:
             bucket_list = {Image: inv.images, Iso: inv.isos, Template: inv.templates, Snippet: inv.snippets,
                            ImportFile: inv.imports}[type(kind)]
-            bucket_list.append(VolumeItem(path, obj.size, obj.last_modified, kind))
+            bucket_list.append(VolumeItem(path, obj.size, obj.last_modified, kind, obj.storage_class))
 
     archives = {b.info.name for b in inv.backups}
     logs = {b.info.log_name for b in inv.backups if b.info.log_name}
     for path, obj, side in side_files:
         if not (side.of in logs if side.kind == "log" else side.of in archives):
-            inv.other.append(OtherItem(path, obj.size, obj.last_modified, names.ORPHAN[side.kind]))
+            inv.other.append(OtherItem(path, obj.size, obj.last_modified, names.ORPHAN[side.kind],
+                                       obj.storage_class))
 
     await _read_notes(store, root, inv.backups, dump_files)
 

@@ -58,9 +58,14 @@ def _utc(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _class(item) -> str:
+    """The object's storage class; a server that says none means STANDARD."""
+    return item.storage_class or "STANDARD"
+
+
 def _volume(v: VolumeItem, **extra) -> dict:
     return {"path": v.path, "volname": v.info.volname, "name": v.info.name, **extra,
-            "size": v.size, "last_modified": _utc(v.last_modified)}
+            "size": v.size, "last_modified": _utc(v.last_modified), "storage_class": _class(v)}
 
 
 def _backup(b: BackupItem) -> dict:
@@ -69,12 +74,13 @@ def _backup(b: BackupItem) -> dict:
             "date": i.date.isoformat() if i.date else None, "format": i.format,
             "compression": i.compression, "size": b.size, "protected": b.protected, "log": b.log,
             "notes": b.notes, "notes_truncated": b.notes_truncated, "standard_name": i.standard,
-            "last_modified": _utc(b.last_modified)}
+            "last_modified": _utc(b.last_modified), "storage_class": _class(b)}
 
 
 def _other(o: OtherItem) -> dict:
     return {"path": o.path, "directory": o.path.endswith("/"), "size": o.size,
-            "last_modified": _utc(o.last_modified), "reason": o.reason}
+            "last_modified": _utc(o.last_modified), "reason": o.reason,
+            "storage_class": None if o.path.endswith("/") else _class(o)}
 
 
 def to_dict(inv: Inventory) -> dict:
@@ -126,7 +132,7 @@ def _first_line(text: str | None) -> str:
     return text.split("\n", 1)[0].rstrip("\r")
 
 
-def _table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+def _plain_table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
     rows = [[clean(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = []
@@ -180,6 +186,17 @@ def summary(inv: Inventory) -> str:
 def to_table(inv: Inventory) -> str:
     root = f"{inv.bucket}/{inv.prefix}/" if inv.prefix else f"{inv.bucket}/"
     out: list[str] = []
+    items = [*inv.backups, *inv.images, *inv.isos, *inv.templates, *inv.snippets, *inv.imports,
+             *(o for o in inv.other if not o.path.endswith("/"))]
+    # a CLASS column, in every section, once any object is outside STANDARD
+    classes = any(_class(i) != "STANDARD" for i in items)
+
+    def table(headers, rows, right=frozenset(), of=()):
+        if classes:
+            headers = [*headers, "CLASS"]
+            rows = [[*row, "-" if getattr(item, "path", "").endswith("/") else _class(item)]
+                    for row, item in zip(rows, of)]
+        return _plain_table(headers, rows, right)
 
     def section(title: str, lines: list[str]) -> None:
         if out:
@@ -189,37 +206,38 @@ def to_table(inv: Inventory) -> str:
 
     if inv.backups:
         section(f"Backups in {root}dump/",
-                _table(["VMID", "TYPE", "DATE", "FORMAT", "COMP", "SIZE", "PROTECTED", "LOG", "ARCHIVE",
-                        "NOTES"], _backup_rows(inv.backups), right=frozenset({5})))
+                table(["VMID", "TYPE", "DATE", "FORMAT", "COMP", "SIZE", "PROTECTED", "LOG", "ARCHIVE",
+                        "NOTES"], _backup_rows(inv.backups), right=frozenset({5}), of=inv.backups))
     else:
         section(f"Backups in {root}dump/: none", [])
     if inv.images:
         section(f"Disk images in {root}images/",
-                _table(["VMID", "KIND", "FORMAT", "SIZE", "NAME"],
+                table(["VMID", "KIND", "FORMAT", "SIZE", "NAME"],
                        [[str(v.info.vmid), _image_kind(v), v.info.format, human_size(v.size), v.info.name]
-                        for v in inv.images], right=frozenset({3})))
+                        for v in inv.images], right=frozenset({3}), of=inv.images))
     if inv.isos:
         section(f"ISO images in {root}template/iso/",
-                _table(["SIZE", "NAME"], [[human_size(v.size), v.info.name] for v in inv.isos],
-                       right=frozenset({0})))
+                table(["SIZE", "NAME"], [[human_size(v.size), v.info.name] for v in inv.isos],
+                       right=frozenset({0}), of=inv.isos))
     if inv.templates:
         section(f"Container templates in {root}template/cache/",
-                _table(["COMP", "SIZE", "NAME"],
+                table(["COMP", "SIZE", "NAME"],
                        [[v.info.compression or "none", human_size(v.size), v.info.name] for v in inv.templates],
-                       right=frozenset({1})))
+                       right=frozenset({1}), of=inv.templates))
     if inv.snippets:
         section(f"Snippets in {root}snippets/",
-                _table(["SIZE", "NAME"], [[human_size(v.size), v.info.name] for v in inv.snippets],
-                       right=frozenset({0})))
+                table(["SIZE", "NAME"], [[human_size(v.size), v.info.name] for v in inv.snippets],
+                       right=frozenset({0}), of=inv.snippets))
     if inv.imports:
         section(f"Import files in {root}import/",
-                _table(["FORMAT", "SIZE", "NAME"],
+                table(["FORMAT", "SIZE", "NAME"],
                        [[v.info.format, human_size(v.size), v.info.name] for v in inv.imports],
-                       right=frozenset({1})))
+                       right=frozenset({1}), of=inv.imports))
     if inv.other:
         section(f"Other objects under {root} (Proxmox does not list them)",
-                _table(["SIZE", "PATH", "REASON"],
-                       [[human_size(o.size), o.path, o.reason] for o in inv.other], right=frozenset({0})))
+                table(["SIZE", "PATH", "REASON"],
+                       [[human_size(o.size), o.path, o.reason] for o in inv.other], right=frozenset({0}),
+                       of=inv.other))
     out.append("")
     if inv.is_empty():
         out.append(clean(f"Nothing under {root}: is the prefix right?"))

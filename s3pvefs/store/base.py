@@ -17,6 +17,7 @@ class ObjectInfo:
     last_modified: float  # epoch seconds
     metadata: dict[str, str] | None = None  # user metadata (x-amz-meta-*); None when from a LIST
     content_type: str | None = None  # from a HEAD or GET; None from a LIST
+    storage_class: str | None = None  # as the server says (None: STANDARD, or not said)
 
 
 @dataclass(frozen=True)

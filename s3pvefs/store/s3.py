@@ -35,6 +35,7 @@ from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
 from s3pvefs.errors import Changed, StoreError
 from s3pvefs.store.bandwidth import Bandwidth
+from s3pvefs.store.classes import ARCHIVED, StorageClasses
 from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
         last_modified=resp["LastModified"].timestamp() if resp.get("LastModified") else 0.0,
         metadata={k.lower(): v for k, v in resp.get("Metadata", {}).items()} if with_meta else None,
         content_type=resp.get("ContentType") if with_meta else None,
+        storage_class=resp.get("StorageClass"),
     )
 
 
@@ -248,7 +250,7 @@ def _info_from_headers(key: str, headers: dict[str, str]) -> ObjectInfo:
     return ObjectInfo(key=key, size=int(size) if size.isdigit() else 0, etag=headers.get("etag", "").strip('"'),
                       last_modified=modified,
                       metadata={k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")},
-                      content_type=headers.get("content-type"))
+                      content_type=headers.get("content-type"), storage_class=headers.get("x-amz-storage-class"))
 
 
 class _Redact(logging.Filter):
@@ -335,8 +337,9 @@ class S3Store(ListAll):
                  request_deadline: float = 20.0,
                  min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
                  max_attempts: int = 5, data_plane=None, plane_reads: bool = False,
-                 bandwidth: Bandwidth | None = None):
+                 bandwidth: Bandwidth | None = None, classes: StorageClasses | None = None):
         self._client = client
+        self.classes = classes or StorageClasses("", None, ())  # StorageClass= of new objects
         # upload_limit / download_limit: a request waits for its turn before it is sent
         self.bandwidth = bandwidth or Bandwidth()
         # CrtDataPlane (crtplane.py) for UploadPart bodies (and ranged GETs when
@@ -415,7 +418,8 @@ class S3Store(ListAll):
                       min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,
                       throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()),
                       data_plane=plane, plane_reads=cfg.data_plane == "crt",
-                      bandwidth=Bandwidth(cfg.upload_limit, cfg.download_limit))
+                      bandwidth=Bandwidth(cfg.upload_limit, cfg.download_limit),
+                      classes=StorageClasses.parse(cfg.prefix, cfg.storage_class, cfg.storage_classes))
 
     @property
     def data_plane(self) -> str:
@@ -539,7 +543,7 @@ class S3Store(ListAll):
             except StoreError as e:
                 if e.code in _NOT_FOUND:
                     return None
-                if e.code in ("InvalidRange", "416"):  # an empty object has no byte 0
+                if e.code in ("InvalidRange", "416", "InvalidObjectState"):  # empty: no byte 0; archived
                     info = await self.head(key)
                     return None if info is None else (info, b"" if info.size == 0 else None)
                 raise
@@ -560,7 +564,7 @@ class S3Store(ListAll):
         try:
             got = await self._through_plane("get_object", key, limit, lambda: self._plane.get_head(key, limit))
         except StoreError as e:
-            if e.code in ("InvalidRange", "416"):  # an empty object has no byte 0
+            if e.code in ("InvalidRange", "416", "InvalidObjectState"):  # empty: no byte 0; archived
                 info = await self.head(key)
                 return None if info is None else (info, b"" if info.size == 0 else None)
             raise
@@ -611,6 +615,20 @@ class S3Store(ListAll):
         if end <= start:
             return b""
         await self.bandwidth.download.take(end - start)
+        try:
+            return await self._get_range(key, start, end, etag, into)
+        except StoreError as e:
+            if e.code == "InvalidObjectState":  # GLACIER, DEEP_ARCHIVE: no bytes until restored
+                raise self._archived(key, e) from None
+            raise
+
+    def _archived(self, key: str, e: StoreError) -> StoreError:
+        return StoreError(f"get_object {key}: the object is in an archive storage class "
+                          f"({'/'.join(sorted(ARCHIVED))}) and must be restored before it can be read: "
+                          f"aws s3api restore-object --bucket {self.bucket} --key '{key}' "
+                          f"--restore-request Days=7 (then wait for the restore; {e.code})", code=e.code)
+
+    async def _get_range(self, key, start, end, etag, into):
         if self._plane_reads:
             data = await self._through_plane("get_object", key, end - start,
                                              lambda: self._plane.get_range(key, start, end, etag, into))
@@ -646,14 +664,14 @@ class S3Store(ListAll):
 
     async def put(self, key, body, metadata, content_type=None):
         await self.bandwidth.upload.take(len(body))
-        kwargs = {"Key": key, "Metadata": metadata, **await self._body(body)}
+        kwargs = {"Key": key, "Metadata": metadata, **self.classes.request_args(key), **await self._body(body)}
         if content_type:
             kwargs["ContentType"] = content_type
         resp = await self._call("put_object", key, len(body), **kwargs)
         return str(resp.get("ETag", "")).strip('"')
 
     async def copy(self, src, dst, metadata):
-        kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}}
+        kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}, **self.classes.request_args(dst)}
         if metadata is not None:
             kwargs.update(Metadata=metadata, MetadataDirective="REPLACE")
         await self._call("copy_object", dst, _COPY_BOUND, **kwargs)
@@ -662,7 +680,8 @@ class S3Store(ListAll):
         await self._call("delete_object", key, Key=key)
 
     async def create_multipart(self, key, metadata):
-        resp = await self._call("create_multipart_upload", key, Key=key, Metadata=metadata)
+        resp = await self._call("create_multipart_upload", key, Key=key, Metadata=metadata,
+                                **self.classes.request_args(key))
         if resp.get("ResponseMetadata", {}).get("RetryAttempts"):  # botocore sent it more than once
             self._retried_creates.add(resp["UploadId"])
         return resp["UploadId"]

@@ -300,12 +300,13 @@ def test_json_schema():
     assert (doc["schema"], doc["bucket"], doc["prefix"]) == ("s3pvefs-ls/1", "bucket", "pve")
     b = doc["backups"][0]
     assert list(b) == ["path", "volname", "name", "vmid", "guest", "date", "format", "compression", "size",
-                       "protected", "log", "notes", "notes_truncated", "standard_name", "last_modified"]
+                       "protected", "log", "notes", "notes_truncated", "standard_name", "last_modified",
+                       "storage_class"]
     assert {k: v for k, v in b.items() if k != "last_modified"} == {
         "path": f"dump/{A100}", "volname": f"backup/{A100}", "name": A100, "vmid": 100, "guest": "qemu",
         "date": "2024-05-01T02:00:13", "format": "vma", "compression": "zst", "size": 3000, "protected": True,
         "log": True, "notes": "web server\nbefore the upgrade to bookworm ✓", "notes_truncated": False,
-        "standard_name": True}
+        "standard_name": True, "storage_class": "STANDARD"}
     assert b["last_modified"].endswith("Z") and datetime.fromisoformat(b["last_modified"][:-1])
     last = doc["backups"][-1]
     assert (last["vmid"], last["guest"], last["date"], last["standard_name"]) == (None, None, None, False)
@@ -314,13 +315,24 @@ def test_json_schema():
     assert {k: v for k, v in img.items() if k != "last_modified"} == {
         "path": "images/100/vm-100-disk-0.qcow2", "volname": "100/vm-100-disk-0.qcow2",
         "name": "vm-100-disk-0.qcow2", "vmid": 100, "format": "qcow2", "kind": "disk", "disk": 0,
-        "snapshot": None, "base": False, "size": 10}
+        "snapshot": None, "base": False, "size": 10, "storage_class": "STANDARD"}
     assert [list(d) for d in (doc["isos"][0], doc["snippets"][0])] == \
-        [["path", "volname", "name", "size", "last_modified"]] * 2
+        [["path", "volname", "name", "size", "last_modified", "storage_class"]] * 2
     assert doc["templates"][0]["volname"] == "vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
     assert doc["templates"][0]["compression"] == "zst"
     assert doc["imports"][0]["format"] == "ova" and doc["imports"][0]["volname"] == "import/win.ova"
     other = {o["path"]: o for o in doc["other"]}
     assert other["private/"] == {"path": "private/", "directory": True, "size": None, "last_modified": None,
-                                 "reason": names.ROOTDIR}
+                                 "reason": names.ROOTDIR, "storage_class": None}
     assert other["stray.txt"]["directory"] is False and other["stray.txt"]["size"] == 1
+
+
+def test_table_shows_storage_classes_once_any_object_is_outside_standard():
+    inv = build(realistic())
+    assert "CLASS" not in render.to_table(inv)
+    inv.backups[0].storage_class = "GLACIER"
+    text = render.to_table(inv)
+    header = next(line for line in text.splitlines() if line.startswith("VMID  TYPE"))
+    assert header.endswith("CLASS")
+    assert inv.backups[0].info.name in next(line for line in text.splitlines() if line.endswith("GLACIER"))
+    assert any(line.startswith("SIZE") and line.endswith("CLASS") for line in text.splitlines())  # isos too
