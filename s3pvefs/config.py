@@ -19,6 +19,7 @@ from typing import Any
 from s3pvefs.errors import ConfigError
 from s3pvefs.store.bandwidth import Schedule
 from s3pvefs.store.classes import StorageClasses
+from s3pvefs.store.encryption import Encryption
 
 KiB, MiB, GiB, TiB, PiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
 
@@ -81,6 +82,12 @@ class StoreConfig:
     # .notes and .protected stay in the default class (store/classes.py).
     storage_class: str = ""
     storage_classes: str = ""
+    # Server-side encryption of new objects: AES256 (SSE-S3) or aws:kms (SSE-KMS, with
+    # sse_kms_key_id, "" = the account's default key, and S3 Bucket Keys); "" = the
+    # bucket's default. Sent with every PUT, multipart upload and copy.
+    sse: str = ""
+    sse_kms_key_id: str = ""
+    sse_bucket_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -438,6 +445,7 @@ def validate(config: Config) -> Config:
     Schedule.parse(s.upload_limit, "upload_limit")  # ConfigError naming the setting
     Schedule.parse(s.download_limit, "download_limit")
     StorageClasses.parse(s.prefix, s.storage_class, s.storage_classes)
+    Encryption.parse(s.sse, s.sse_kms_key_id, s.sse_bucket_key)
     if s.request_deadline <= 0 or s.min_transfer_rate <= 0:
         raise ConfigError("request_deadline, min_transfer_rate: must be > 0")
     for name in ("stat_ttl", "negative_ttl", "listing_ttl", "stale_answer_after", "kernel_entry_timeout",

@@ -36,6 +36,7 @@ from s3pvefs.config import StoreConfig
 from s3pvefs.errors import Changed, StoreError
 from s3pvefs.store.bandwidth import Bandwidth
 from s3pvefs.store.classes import ARCHIVED, StorageClasses
+from s3pvefs.store.encryption import Encryption
 from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 log = logging.getLogger(__name__)
@@ -337,9 +338,11 @@ class S3Store(ListAll):
                  request_deadline: float = 20.0,
                  min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
                  max_attempts: int = 5, data_plane=None, plane_reads: bool = False,
-                 bandwidth: Bandwidth | None = None, classes: StorageClasses | None = None):
+                 bandwidth: Bandwidth | None = None, classes: StorageClasses | None = None,
+                 encryption: Encryption | None = None):
         self._client = client
         self.classes = classes or StorageClasses("", None, ())  # StorageClass= of new objects
+        self.encryption = encryption or Encryption()
         # upload_limit / download_limit: a request waits for its turn before it is sent
         self.bandwidth = bandwidth or Bandwidth()
         # CrtDataPlane (crtplane.py) for UploadPart bodies (and ranged GETs when
@@ -419,7 +422,8 @@ class S3Store(ListAll):
                       throttle_codes=frozenset(c.strip() for c in cfg.throttle_codes.split(",") if c.strip()),
                       data_plane=plane, plane_reads=cfg.data_plane == "crt",
                       bandwidth=Bandwidth(cfg.upload_limit, cfg.download_limit),
-                      classes=StorageClasses.parse(cfg.prefix, cfg.storage_class, cfg.storage_classes))
+                      classes=StorageClasses.parse(cfg.prefix, cfg.storage_class, cfg.storage_classes),
+                      encryption=Encryption.parse(cfg.sse, cfg.sse_kms_key_id, cfg.sse_bucket_key))
 
     @property
     def data_plane(self) -> str:
@@ -662,16 +666,20 @@ class S3Store(ListAll):
                 self.retries["get_object body"] += 1
                 await self._backoff(attempt, error)
 
+    def _new_object(self, key: str) -> dict:
+        """What every request that makes an object carries: its class and encryption."""
+        return {**self.classes.request_args(key), **self.encryption.request_args()}
+
     async def put(self, key, body, metadata, content_type=None):
         await self.bandwidth.upload.take(len(body))
-        kwargs = {"Key": key, "Metadata": metadata, **self.classes.request_args(key), **await self._body(body)}
+        kwargs = {"Key": key, "Metadata": metadata, **self._new_object(key), **await self._body(body)}
         if content_type:
             kwargs["ContentType"] = content_type
         resp = await self._call("put_object", key, len(body), **kwargs)
         return str(resp.get("ETag", "")).strip('"')
 
     async def copy(self, src, dst, metadata):
-        kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}, **self.classes.request_args(dst)}
+        kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}, **self._new_object(dst)}
         if metadata is not None:
             kwargs.update(Metadata=metadata, MetadataDirective="REPLACE")
         await self._call("copy_object", dst, _COPY_BOUND, **kwargs)
@@ -681,7 +689,7 @@ class S3Store(ListAll):
 
     async def create_multipart(self, key, metadata):
         resp = await self._call("create_multipart_upload", key, Key=key, Metadata=metadata,
-                                **self.classes.request_args(key))
+                                **self._new_object(key))
         if resp.get("ResponseMetadata", {}).get("RetryAttempts"):  # botocore sent it more than once
             self._retried_creates.add(resp["UploadId"])
         return resp["UploadId"]
