@@ -443,7 +443,8 @@ async def _inventory(config: Config):
             raise client_error(e, config) from None
         await check_bucket(store, config)  # the same messages and exit codes as mount
         try:
-            return await inventory.build(store, s.prefix, bucket=s.bucket)
+            return await inventory.build(store, s.prefix, bucket=s.bucket,
+                                         object_lock=bool(await store.detect_object_lock()))
         except StoreError as e:  # the bucket answered HEAD but not LIST or GET
             raise bucket_error(e, config, "listing") from None
 

@@ -20,6 +20,7 @@ from s3pvefs.errors import ConfigError
 from s3pvefs.store.bandwidth import Schedule
 from s3pvefs.store.classes import StorageClasses
 from s3pvefs.store.encryption import Encryption
+from s3pvefs.store.objectlock import Retention
 
 KiB, MiB, GiB, TiB, PiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
 
@@ -88,6 +89,12 @@ class StoreConfig:
     sse: str = ""
     sse_kms_key_id: str = ""
     sse_bucket_key: bool = False
+    # S3 Object Lock (a bucket created with it): each backup archive committed under its
+    # final name in dump/ is retained this many days in this mode (GOVERNANCE or
+    # COMPLIANCE); 0 / "" = none set here. On such a bucket <archive>.protected is a
+    # legal hold, and deleting a locked name is refused (EACCES) (store/objectlock.py).
+    object_lock_mode: str = ""
+    object_lock_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -446,6 +453,7 @@ def validate(config: Config) -> Config:
     Schedule.parse(s.download_limit, "download_limit")
     StorageClasses.parse(s.prefix, s.storage_class, s.storage_classes)
     Encryption.parse(s.sse, s.sse_kms_key_id, s.sse_bucket_key)
+    Retention.parse(s.object_lock_mode, s.object_lock_days)
     if s.request_deadline <= 0 or s.min_transfer_rate <= 0:
         raise ConfigError("request_deadline, min_transfer_rate: must be > 0")
     for name in ("stat_ttl", "negative_ttl", "listing_ttl", "stale_answer_after", "kernel_entry_timeout",

@@ -22,7 +22,7 @@ import pyfuse3
 import trio
 
 from s3pvefs import status
-from s3pvefs.bucketaccess import EXIT_MOUNTPOINT, EXIT_NO_FUSE, check_bucket, client_error
+from s3pvefs.bucketaccess import EXIT_MOUNTPOINT, EXIT_NO_FUSE, EXIT_OTHER, check_bucket, client_error
 from s3pvefs.config import Config
 from s3pvefs.errors import ConfigError, MountError
 from s3pvefs.fs.filesystem import Filesystem
@@ -138,6 +138,22 @@ def choose_read_plane(store, config: Config, head_bucket_seconds: float) -> None
              "the AWS CRT (near server)" if near and store.read_plane == "crt" else "aiobotocore")
 
 
+async def check_object_lock(store, config: Config) -> None:
+    """Whether the bucket has Object Lock (store/objectlock.py); a retention asked for on
+    a bucket without it is a mistake the mount refuses, in one line."""
+    if not hasattr(store, "detect_object_lock"):
+        return
+    enabled = await store.detect_object_lock()
+    if enabled:
+        log.info("bucket %s has Object Lock: .protected is a legal hold, locked names are not deleted%s",
+                 config.store.bucket, f"; archives retained {config.store.object_lock_days} days "
+                 f"({config.store.object_lock_mode})" if config.store.object_lock_days else "")
+    elif enabled is False and config.store.object_lock_days:
+        raise MountError(f"object_lock_days: bucket {config.store.bucket!r} has no Object Lock (it can only "
+                         "be turned on when the bucket is created, or by the provider's support); "
+                         "remove object_lock_mode/object_lock_days or use a bucket created with it", EXIT_OTHER)
+
+
 async def run(config: Config, mountpoint: str, ready: Callable[[], None], status_socket: str | None = None) -> None:
     check_mountpoint(mountpoint)
     prepare_cache_dir(config)
@@ -149,6 +165,7 @@ async def run(config: Config, mountpoint: str, ready: Callable[[], None], status
         t0 = trio.current_time()
         await check_bucket(store, config)
         choose_read_plane(store, config, trio.current_time() - t0)
+        await check_object_lock(store, config)
         async with trio.open_nursery() as nursery:
             fs = Filesystem(store, config, nursery)
             notify("STATUS=committing data a stopped daemon left in the cache")

@@ -54,6 +54,11 @@ class BadHandle(FsError):
     errno = errno.EBADF
 
 
+class Locked(FsError):
+    """S3 Object Lock protects the object (a retention not yet over, or a legal hold)."""
+    errno = errno.EACCES
+
+
 class NotSupported(FsError):
     errno = errno.ENOTSUP
 

@@ -803,6 +803,7 @@ class Filesystem:
                 self.usage.changed(dst_key, -dst.size)  # its object is overwritten
             data = self.files.get(src_inode.ino)
             if data is not None:
+                await self.store.refuse_if_locked(src_key)  # Object Lock: before anything is copied
                 await data.move_to(dst_key, dst_path, replacing=dst is not None)
                 moved = data.stat
             else:

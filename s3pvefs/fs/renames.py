@@ -20,6 +20,7 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 
 async def move_object(store: ObjectStore, src_key: str, dst_key: str, size: int, cfg: WriteConfig) -> None:
     """CopyObject (UploadPartCopy past 5 GiB) with the source's metadata, then DELETE."""
+    await store.refuse_if_locked(src_key)  # Object Lock: refused before anything is copied
     await copy_object(store, src_key, dst_key, size, None, cfg)
     await store.delete(src_key)
 
@@ -36,6 +37,10 @@ async def move_tree(resolver: Resolver, src_path: str, dst_path: str, cfg: Write
                         DIR_CONTENT_TYPE)
     limiter = trio.CapacityLimiter(cfg.upload_concurrency * 2)
 
+    async def check_one(o):  # Object Lock: every object movable, or nothing is copied
+        async with limiter:
+            await store.refuse_if_locked(o.key)
+
     async def copy_one(o):
         async with limiter:
             dst = dst_prefix + o.key[len(src_prefix):]
@@ -46,7 +51,7 @@ async def move_tree(resolver: Resolver, src_path: str, dst_path: str, cfg: Write
         async with limiter:
             await store.delete(o.key)
 
-    for step in (copy_one, delete_one):
+    for step in (check_one, copy_one, delete_one):
         with single_error():
             async with trio.open_nursery() as n:
                 for o in objects:

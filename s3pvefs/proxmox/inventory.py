@@ -45,6 +45,12 @@ class BackupItem:
     notes: str | None = None  # content of <archive>.notes (UTF-8, at most NOTES_MAX bytes)
     notes_truncated: bool = False
     storage_class: str | None = None  # from the LIST (None: not said, i.e. STANDARD)
+    # S3 Object Lock, read by HEAD when the bucket has it (lock_checked): retain-until
+    # (epoch seconds), its mode, the legal hold
+    lock_checked: bool = False
+    retain_until: float | None = None
+    retention_mode: str | None = None
+    legal_hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,9 @@ def _collapse_images(path: str) -> str:
     return path
 
 
-async def build(store: ObjectStore, prefix: str, bucket: str = "") -> Inventory:
-    """The inventory of the storage whose root is ``prefix`` ('' = the whole bucket)."""
+async def build(store: ObjectStore, prefix: str, bucket: str = "", object_lock: bool = False) -> Inventory:
+    """The inventory of the storage whose root is ``prefix`` ('' = the whole bucket);
+    object_lock: the bucket has it, each archive's lock is read (one HEAD each)."""
     root = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     results: dict[str, tuple[list[ObjectInfo], list[str]]] = {}
 
@@ -174,6 +181,8 @@ async def build(store: ObjectStore, prefix: str, bucket: str = "") -> Inventory:
                                        obj.storage_class))
 
     await _read_notes(store, root, inv.backups, dump_files)
+    if object_lock:
+        await _read_locks(store, root, inv.backups)
 
     inv.backups.sort(key=_backup_order)
     inv.images.sort(key=lambda v: (v.info.vmid, v.info.name))
@@ -184,6 +193,22 @@ async def build(store: ObjectStore, prefix: str, bucket: str = "") -> Inventory:
 def _backup_order(b: BackupItem):
     i = b.info
     return (i.vmid is None, i.vmid or 0, i.date is None, i.date or datetime.min, i.name)
+
+
+async def _read_locks(store: ObjectStore, root: str, backups: list[BackupItem]) -> None:
+    limiter = trio.CapacityLimiter(NOTES_CONCURRENCY)
+
+    async def read(item: BackupItem) -> None:
+        async with limiter:
+            info = await store.head(root + item.path)
+        if info is not None:
+            item.lock_checked = True
+            item.retain_until, item.retention_mode, item.legal_hold = info.lock_until, info.lock_mode, info.legal_hold
+
+    with single_error():
+        async with trio.open_nursery() as nursery:
+            for item in backups:
+                nursery.start_soon(read, item)
 
 
 async def _read_notes(store: ObjectStore, root: str, backups: list[BackupItem],

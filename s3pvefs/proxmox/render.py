@@ -74,7 +74,11 @@ def _backup(b: BackupItem) -> dict:
             "date": i.date.isoformat() if i.date else None, "format": i.format,
             "compression": i.compression, "size": b.size, "protected": b.protected, "log": b.log,
             "notes": b.notes, "notes_truncated": b.notes_truncated, "standard_name": i.standard,
-            "last_modified": _utc(b.last_modified), "storage_class": _class(b)}
+            "last_modified": _utc(b.last_modified), "storage_class": _class(b),
+            # S3 Object Lock (None: the bucket has none, or it was not read)
+            "retain_until": _utc(b.retain_until) if b.lock_checked and b.retain_until else None,
+            "retention_mode": b.retention_mode if b.lock_checked else None,
+            "legal_hold": b.legal_hold if b.lock_checked else None}
 
 
 def _other(o: OtherItem) -> dict:
@@ -146,6 +150,12 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _lock_until(b: BackupItem) -> str:
+    if not b.retain_until:
+        return "-"
+    return f"{datetime.fromtimestamp(b.retain_until, timezone.utc):%Y-%m-%d %H:%M} {(b.retention_mode or '?')[:4]}"
+
+
 def _backup_rows(backups: list[BackupItem]) -> list[list[str]]:
     rows = []
     for b in backups:
@@ -205,9 +215,13 @@ def to_table(inv: Inventory) -> str:
         out.extend(lines)
 
     if inv.backups:
-        section(f"Backups in {root}dump/",
-                table(["VMID", "TYPE", "DATE", "FORMAT", "COMP", "SIZE", "PROTECTED", "LOG", "ARCHIVE",
-                        "NOTES"], _backup_rows(inv.backups), right=frozenset({5}), of=inv.backups))
+        headers, rows = ["VMID", "TYPE", "DATE", "FORMAT", "COMP", "SIZE", "PROTECTED", "LOG", "ARCHIVE",
+                         "NOTES"], _backup_rows(inv.backups)
+        if any(b.lock_checked for b in inv.backups):  # Object Lock: before the free-text NOTES
+            headers[9:9] = ["LOCKED UNTIL", "HOLD"]
+            for row, b in zip(rows, inv.backups):
+                row[9:9] = [_lock_until(b), _yes(b.legal_hold)]
+        section(f"Backups in {root}dump/", table(headers, rows, right=frozenset({5}), of=inv.backups))
     else:
         section(f"Backups in {root}dump/: none", [])
     if inv.images:

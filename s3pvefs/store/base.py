@@ -18,6 +18,10 @@ class ObjectInfo:
     metadata: dict[str, str] | None = None  # user metadata (x-amz-meta-*); None when from a LIST
     content_type: str | None = None  # from a HEAD or GET; None from a LIST
     storage_class: str | None = None  # as the server says (None: STANDARD, or not said)
+    # S3 Object Lock of this version, from a HEAD or GET: mode, retain-until (epoch s), hold
+    lock_mode: str | None = None
+    lock_until: float | None = None
+    legal_hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ class ObjectStore(Protocol):
         """Server-side copy of an object up to 5 GiB; metadata None keeps the source's."""
 
     async def delete(self, key: str) -> None: ...
+
+    async def refuse_if_locked(self, key: str) -> None:
+        """Locked (EACCES) if Object Lock keeps the object at key from being deleted."""
 
     async def create_multipart(self, key: str, metadata: dict[str, str]) -> str: ...
 

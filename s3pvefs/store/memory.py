@@ -149,6 +149,9 @@ class MemoryStore(ListAll):
         await self._enter("delete")
         self.objects.pop(key, None)
 
+    async def refuse_if_locked(self, key):
+        """No Object Lock here."""
+
     async def create_multipart(self, key, metadata):
         await self._enter("create_multipart")
         upload_id = f"up{next(self._ids)}"

@@ -33,10 +33,11 @@ from aiobotocore.httpxsession import HttpxSession
 
 from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
-from s3pvefs.errors import Changed, StoreError
+from s3pvefs.errors import Changed, Locked, StoreError
 from s3pvefs.store.bandwidth import Bandwidth
 from s3pvefs.store.classes import ARCHIVED, StorageClasses
 from s3pvefs.store.encryption import Encryption
+from s3pvefs.store.objectlock import LockState, Placement, Retention
 from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,9 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
         metadata={k.lower(): v for k, v in resp.get("Metadata", {}).items()} if with_meta else None,
         content_type=resp.get("ContentType") if with_meta else None,
         storage_class=resp.get("StorageClass"),
+        lock_mode=resp.get("ObjectLockMode"),
+        lock_until=resp["ObjectLockRetainUntilDate"].timestamp() if resp.get("ObjectLockRetainUntilDate") else None,
+        legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
     )
 
 
@@ -251,7 +255,10 @@ def _info_from_headers(key: str, headers: dict[str, str]) -> ObjectInfo:
     return ObjectInfo(key=key, size=int(size) if size.isdigit() else 0, etag=headers.get("etag", "").strip('"'),
                       last_modified=modified,
                       metadata={k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")},
-                      content_type=headers.get("content-type"), storage_class=headers.get("x-amz-storage-class"))
+                      content_type=headers.get("content-type"), storage_class=headers.get("x-amz-storage-class"),
+                      lock_mode=headers.get("x-amz-object-lock-mode"),
+                      lock_until=_parse_time(headers.get("x-amz-object-lock-retain-until-date")),
+                      legal_hold=headers.get("x-amz-object-lock-legal-hold") == "ON")
 
 
 class _Redact(logging.Filter):
@@ -339,8 +346,13 @@ class S3Store(ListAll):
                  min_transfer_rate: int = 1 << 20, throttle_codes: frozenset[str] = frozenset(),
                  max_attempts: int = 5, data_plane=None, plane_reads: bool = False,
                  bandwidth: Bandwidth | None = None, classes: StorageClasses | None = None,
-                 encryption: Encryption | None = None):
+                 encryption: Encryption | None = None, retention: Retention | None = None,
+                 prefix: str = ""):
         self._client = client
+        # S3 Object Lock (store/objectlock.py): None until detect_object_lock says
+        self.object_lock: bool | None = None
+        self.retention = retention or Retention()
+        self._placement = Placement(prefix)
         self.classes = classes or StorageClasses("", None, ())  # StorageClass= of new objects
         self.encryption = encryption or Encryption()
         # upload_limit / download_limit: a request waits for its turn before it is sent
@@ -423,7 +435,8 @@ class S3Store(ListAll):
                       data_plane=plane, plane_reads=cfg.data_plane == "crt",
                       bandwidth=Bandwidth(cfg.upload_limit, cfg.download_limit),
                       classes=StorageClasses.parse(cfg.prefix, cfg.storage_class, cfg.storage_classes),
-                      encryption=Encryption.parse(cfg.sse, cfg.sse_kms_key_id, cfg.sse_bucket_key))
+                      encryption=Encryption.parse(cfg.sse, cfg.sse_kms_key_id, cfg.sse_bucket_key),
+                      retention=Retention.parse(cfg.object_lock_mode, cfg.object_lock_days), prefix=cfg.prefix)
 
     @property
     def data_plane(self) -> str:
@@ -676,6 +689,7 @@ class S3Store(ListAll):
         if content_type:
             kwargs["ContentType"] = content_type
         resp = await self._call("put_object", key, len(body), **kwargs)
+        await self._committed(key)
         return str(resp.get("ETag", "")).strip('"')
 
     async def copy(self, src, dst, metadata):
@@ -683,9 +697,69 @@ class S3Store(ListAll):
         if metadata is not None:
             kwargs.update(Metadata=metadata, MetadataDirective="REPLACE")
         await self._call("copy_object", dst, _COPY_BOUND, **kwargs)
+        await self._committed(dst)
 
     async def delete(self, key):
+        if self.object_lock is not False:
+            await self.refuse_if_locked(key)
         await self._call("delete_object", key, Key=key)
+        if self.object_lock is not False and (archive := self._placement.archive_of_flag(key)):
+            await self._legal_hold(archive, "OFF")  # the protection flag is gone: so is the hold
+
+    # ------------------------------------------------------------------ Object Lock
+    async def detect_object_lock(self) -> bool | None:
+        """Whether the bucket has Object Lock (one request, at mount); None: cannot tell
+        (then every DELETE is checked by a HEAD first, and retentions are tried)."""
+        try:
+            resp = await self._call("get_object_lock_configuration", self.bucket)
+            self.object_lock = resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except StoreError as e:
+            if e.code in ("ObjectLockConfigurationNotFoundError", "NotImplemented", "501", "405",
+                          "MethodNotAllowed", "InvalidRequest"):
+                self.object_lock = False
+            else:
+                log.warning("cannot tell whether bucket %s has Object Lock (%s): deletes are checked "
+                            "for locks first", self.bucket, e.code)
+                self.object_lock = None
+        return self.object_lock
+
+    async def lock_state(self, key: str) -> LockState | None:
+        info = await self.head(key)
+        return None if info is None else LockState(info.lock_mode, info.lock_until, info.legal_hold)
+
+    async def refuse_if_locked(self, key: str) -> None:
+        if self.object_lock is False:
+            return
+        state = await self.lock_state(key)
+        if state is not None and state.locked:
+            # logged by whoever gets it (the FUSE adapter: once, at WARNING)
+            raise Locked(f"{key} is protected by S3 Object Lock: {state.describe()}; it cannot be deleted or moved")
+
+    async def _committed(self, key: str) -> None:
+        """An object was just made at key: a backup archive gets its retention, a
+        protection flag puts a legal hold on its archive. A failure is logged, not
+        raised: the data is stored, and the name must not be written again for it."""
+        if self.object_lock is False:
+            return
+        try:
+            if self.retention.days and self._placement.is_archive(key):
+                until = self.retention.until()
+                await self._call("put_object_retention", key, Key=key,
+                                 Retention={"Mode": self.retention.mode, "RetainUntilDate": until})
+                log.info("%s: retention %s until %s", key, self.retention.mode, until.strftime("%Y-%m-%d %H:%M UTC"))
+            if archive := self._placement.archive_of_flag(key):
+                await self._legal_hold(archive, "ON")
+        except StoreError as e:
+            log.error("%s is stored but not locked: %s", key, e)
+
+    async def _legal_hold(self, archive: str, status: str) -> None:
+        try:
+            await self._call("put_object_legal_hold", archive, Key=archive, LegalHold={"Status": status})
+            log.info("%s: legal hold %s", archive, status)
+        except StoreError as e:
+            if e.code in _NOT_FOUND:
+                return  # no such archive: nothing to hold
+            log.error("%s: could not turn its legal hold %s: %s", archive, status, e)
 
     async def create_multipart(self, key, metadata):
         resp = await self._call("create_multipart_upload", key, Key=key, Metadata=metadata,
@@ -728,6 +802,7 @@ class S3Store(ListAll):
         await self._call("complete_multipart_upload", key, _COMPLETE_BOUND, Key=key, UploadId=upload_id,
                          MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'}
                                                     for p in sorted(parts, key=lambda p: p.number)]})
+        await self._committed(key)
 
     async def abort_multipart(self, key, upload_id):
         await self._call("abort_multipart_upload", key, Key=key, UploadId=upload_id)

@@ -301,12 +301,13 @@ def test_json_schema():
     b = doc["backups"][0]
     assert list(b) == ["path", "volname", "name", "vmid", "guest", "date", "format", "compression", "size",
                        "protected", "log", "notes", "notes_truncated", "standard_name", "last_modified",
-                       "storage_class"]
+                       "storage_class", "retain_until", "retention_mode", "legal_hold"]
     assert {k: v for k, v in b.items() if k != "last_modified"} == {
         "path": f"dump/{A100}", "volname": f"backup/{A100}", "name": A100, "vmid": 100, "guest": "qemu",
         "date": "2024-05-01T02:00:13", "format": "vma", "compression": "zst", "size": 3000, "protected": True,
         "log": True, "notes": "web server\nbefore the upgrade to bookworm ✓", "notes_truncated": False,
-        "standard_name": True, "storage_class": "STANDARD"}
+        "standard_name": True, "storage_class": "STANDARD", "retain_until": None, "retention_mode": None,
+        "legal_hold": None}
     assert b["last_modified"].endswith("Z") and datetime.fromisoformat(b["last_modified"][:-1])
     last = doc["backups"][-1]
     assert (last["vmid"], last["guest"], last["date"], last["standard_name"]) == (None, None, None, False)
