@@ -360,6 +360,66 @@ async def step_bucket(p: Probe) -> str:
     return f"bucket {s.bucket!r} exists (HeadBucket)"
 
 
+def _rules(rules: list[dict]) -> tuple[int | None, int | None]:
+    """Days after which enabled lifecycle rules for the whole bucket (or no filter)
+    expire noncurrent versions and abort incomplete multipart uploads (None: no rule)."""
+    noncurrent = incomplete = None
+    for r in rules:
+        if r.get("Status") != "Enabled":
+            continue
+        f = r.get("Filter", {"Prefix": r.get("Prefix", "")})
+        if f.get("Prefix", "") != "" or set(f) - {"Prefix"}:
+            continue  # a rule for part of the bucket only
+        if (days := r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")) is not None:
+            noncurrent = days if noncurrent is None else min(noncurrent, days)
+        if (days := r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")) is not None:
+            incomplete = days if incomplete is None else min(incomplete, days)
+    return noncurrent, incomplete
+
+
+async def _bucket_setting(p: Probe, op: str, absent: tuple[str, ...]) -> dict | str | None:
+    """A bucket configuration; None: not set; a string: why it cannot be read."""
+    try:
+        return await p.store._call(op, p.config.store.bucket)
+    except StoreError as e:
+        if e.code in absent:
+            return None
+        if e.code in ("AccessDenied", "403"):
+            return f"cannot tell: {op} denied"
+        if e.code in ("NotImplemented", "501", "405", "MethodNotAllowed"):
+            return "not supported by the server"
+        return f"cannot tell: {e.code or e}"
+
+
+async def step_features(p: Probe) -> str:
+    """Versioning, Object Lock and lifecycle rules: what renames, rewrites and deletes
+    leave behind on this bucket, and whether the mount's object lock settings fit."""
+    s = p.config.store
+    versioning = await _bucket_setting(p, "get_bucket_versioning", ())
+    lock = await _bucket_setting(p, "get_object_lock_configuration", ("ObjectLockConfigurationNotFoundError",
+                                                                        "InvalidRequest"))
+    lifecycle = await _bucket_setting(p, "get_bucket_lifecycle_configuration",
+                                      ("NoSuchLifecycleConfiguration",))
+    state = versioning.get("Status", "never enabled") if isinstance(versioning, dict) else versioning
+    locked = isinstance(lock, dict) and lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+    parts = [f"versioning: {state}",
+             f"Object Lock: {'on' if locked else (lock if isinstance(lock, str) else 'off')}"]
+    if s.object_lock_days and lock is None:
+        raise Failed("; ".join(parts), "object_lock_days is set but the bucket has no Object Lock: the mount "
+                                       "refuses it (Object Lock is chosen when a bucket is created)")
+    if isinstance(lifecycle, str):
+        parts.append(f"lifecycle: {lifecycle}")
+    else:
+        noncurrent, incomplete = _rules((lifecycle or {}).get("Rules", []))
+        parts.append("incomplete uploads aborted after " + (f"{incomplete} days" if incomplete is not None else
+                                                             "never (no lifecycle rule: they stay billed)"))
+        if state in ("Enabled", "Suspended"):
+            parts.append("noncurrent versions expire after " + (
+                f"{noncurrent} days" if noncurrent is not None else
+                "never: every rename, rewrite and delete keeps a billed old version (docs/PROXMOX.md section 7)"))
+    return "; ".join(parts)
+
+
 NEEDS = {
     "put": "s3:PutObject",
     "get": "s3:GetObject",
@@ -382,6 +442,14 @@ def _write_failure(p: Probe, step: str, e: StoreError) -> Failed:
             return Failed(text, "the server rejects checksum headers: set checksums=when_required")
         return Failed(text, "the server rejects checksum headers (Content-MD5 or the signed body hash): "
                             "try content_md5=false")
+    s = p.config.store
+    if s.sse and (code.startswith("KMS.") or code in ("InvalidEncryptionAlgorithmError", "KMSNotFoundException")
+                  or "kms" in text.lower() or "encrypt" in text.lower()):
+        return Failed(text, f"the server refuses sse = {s.sse!r}" + (
+            f" with key {s.sse_kms_key_id!r} (does it exist, may this user kms:GenerateDataKey and kms:Decrypt?)"
+            if s.sse == "aws:kms" else "") + ", or does not support it")
+    if code == "InvalidStorageClass" or "storage class" in text.lower():
+        return Failed(text, f"the server does not take storage class {s.storage_class!r} (storage_class)")
     if code == "NotImplemented":
         return Failed(text, "the server does not implement this operation")
     if code == "EntityTooSmall":
@@ -400,7 +468,9 @@ async def step_put(p: Probe) -> str:
     p.created.add(p.key)
     t0 = time.monotonic()
     await p.store.put(p.key, p.data, {"s3pvefs-check": "1"}, content_type="application/octet-stream")
-    return f"{p.key} ({len(p.data)} bytes, {_ms(t0)})"
+    s = p.config.store
+    extras = "".join([f", sse={s.sse}" if s.sse else "", f", class {s.storage_class}" if s.storage_class else ""])
+    return f"{p.key} ({len(p.data)} bytes{extras}, {_ms(t0)})"
 
 
 async def step_get(p: Probe) -> str:
@@ -517,6 +587,7 @@ STEPS = (
     Step("auth", "authentication", step_auth, ("tcp", "tls")),
     Step("clock", "clock skew", step_clock, ("tcp", "tls")),
     Step("bucket", "bucket exists", step_bucket, ("auth",)),
+    Step("features", "bucket features", step_features, ("bucket",)),
     Step("put", "put probe object", step_put, ("bucket",), writes=True),
     Step("get", "get probe object", step_get, ("put",), writes=True),
     Step("head", "head probe object", step_head, ("put",), writes=True),

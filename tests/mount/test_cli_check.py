@@ -15,7 +15,7 @@ import pytest
 from tests.mount.conftest import SECRET_KEY, auth_moto, env, free_port, run_cli, s3pvefs_cmd
 
 STEPS = ["DNS resolution", "TCP connect", "TLS handshake", "authentication", "clock skew", "bucket exists",
-         "put probe object", "get probe object", "head probe object", "multipart upload", "server-side copy",
+         "bucket features", "put probe object", "get probe object", "head probe object", "multipart upload", "server-side copy",
          "checksum checked", "delete probe object"]
 OPTIONAL = ("TLS handshake", "checksum checked")  # skipped on plain http, and with checksum_algorithm = md5
 
@@ -65,6 +65,8 @@ def test_all_pass_and_nothing_left_behind(s3_server, s3, bucket):
     assert "http endpoint" in line_of(r, "TLS handshake")
     assert "5 MiB + 1 byte" in line_of(r, "multipart upload")
     assert "pve/.s3pvefs-check-" in line_of(r, "put probe object")
+    assert "versioning: never enabled; Object Lock: off; incomplete uploads aborted after never" \
+        in line_of(r, "bucket features")
     assert r.stdout.splitlines()[-1].startswith("all checks passed")
     assert keys(s3, bucket) == ["pve/dump/keep.txt"]
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
@@ -80,6 +82,40 @@ def test_crc32c_on_a_server_that_does_not_check_it_fails_with_the_remedy(s3_serv
     assert found["multipart upload"] == "PASS"  # the CRC32C header itself is accepted
     assert "set checksum_algorithm = md5" in line_of(r, "checksum checked")
     assert keys(s3, bucket) == ["pve/dump/keep.txt"]  # the probe with the wrong CRC was removed
+
+
+def test_versioning_lock_and_lifecycle_are_reported(s3_server, s3):
+    """What renames and deletes leave behind: a versioned bucket without a rule for
+    noncurrent versions is named, with the rules that fix it; Object Lock is seen; sse
+    and a storage class are what the probe is written with."""
+    plain = f"check-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=plain)
+    s3.put_bucket_versioning(Bucket=plain, VersioningConfiguration={"Status": "Enabled"})
+    r = check(s3_server, f"{plain}/pve")
+    assert r.returncode == 0, r.stdout
+    line = line_of(r, "bucket features")
+    assert "versioning: Enabled" in line and "noncurrent versions expire after never" in line
+    s3.put_bucket_lifecycle_configuration(Bucket=plain, LifecycleConfiguration={"Rules": [
+        {"ID": "noncurrent", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1}},
+        {"ID": "uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}}]})
+    r = check(s3_server, f"{plain}/pve", "-o", "sse=AES256,storage_class=STANDARD_IA")
+    assert r.returncode == 0, r.stdout
+    line = line_of(r, "bucket features")
+    assert "incomplete uploads aborted after 2 days" in line and "noncurrent versions expire after 1 days" in line
+    assert "sse=AES256, class STANDARD_IA" in line_of(r, "put probe object")
+
+    locked = f"check-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
+    r = check(s3_server, f"{locked}/pve", "-o", "object_lock_mode=GOVERNANCE,object_lock_days=7")
+    assert r.returncode == 0, r.stdout
+    assert "Object Lock: on" in line_of(r, "bucket features")
+    r = check(s3_server, f"{plain}/pve", "-o", "object_lock_mode=GOVERNANCE,object_lock_days=7")
+    assert r.returncode == 1, r.stdout
+    assert statuses(r)["bucket features"] == "FAIL"
+    assert "the bucket has no Object Lock" in line_of(r, "bucket features") or \
+        "the bucket has no Object Lock" in r.stdout
 
 
 def test_whole_bucket_from_a_config_file(s3_server, s3, bucket, tmp_path):
@@ -292,6 +328,19 @@ def test_authentication_causes(code, message, response, cause):
     with pytest.raises(Failed) as e:
         trio.run(step_auth, p)
     assert cause in e.value.cause
+
+
+def test_encryption_and_class_causes():
+    from s3pvefs.check import _write_failure
+    from s3pvefs.errors import StoreError
+    f = _write_failure(_probe(sse="aws:kms", sse_kms_key_id="alias/x"), "put",
+                       StoreError("put_object k: KMS.NotFoundException (400) Invalid keyId alias/x",
+                                  code="KMS.NotFoundException"))
+    assert "refuses sse = 'aws:kms' with key 'alias/x'" in f.cause and "kms:GenerateDataKey" in f.cause
+    f = _write_failure(_probe(storage_class="GLACIER_IR"), "put",
+                       StoreError("put_object k: InvalidStorageClass (400) The storage class you specified "
+                                  "is not valid", code="InvalidStorageClass"))
+    assert "storage class 'GLACIER_IR'" in f.cause
 
 
 @pytest.mark.parametrize("code, message, checksums, cause", [
