@@ -84,11 +84,15 @@ class StoreConfig:
     storage_class: str = ""
     storage_classes: str = ""
     # Server-side encryption of new objects: AES256 (SSE-S3) or aws:kms (SSE-KMS, with
-    # sse_kms_key_id, "" = the account's default key, and S3 Bucket Keys); "" = the
-    # bucket's default. Sent with every PUT, multipart upload and copy.
+    # sse_kms_key_id, "" = the account's default key, and S3 Bucket Keys), sent with every
+    # PUT, multipart upload and copy; SSE-C (a customer key, sent with every request that
+    # touches an object's bytes); "" = the bucket's default.
     sse: str = ""
     sse_kms_key_id: str = ""
     sse_bucket_key: bool = False
+    # sse = "SSE-C": the customer key, by reference only: a root-only file holding 32
+    # bytes (raw, base64 or hex), else the systemd credential "sse-customer-key".
+    sse_customer_key_file: str = ""
     # S3 Object Lock (a bucket created with it): each backup archive committed under its
     # final name in dump/ is retained this many days in this mode (GOVERNANCE or
     # COMPLIANCE); 0 / "" = none set here. On such a bucket <archive>.protected is a
@@ -398,7 +402,7 @@ def split_bucket(spec: str) -> tuple[str, str]:
 
 
 ID_MAX = 0xFFFF_FFFE  # uid_t/gid_t; (uid_t)-1 means "no owner"
-PATH_SETTINGS = ("cache_dir", "credentials_file", "ca_bundle")
+PATH_SETTINGS = ("cache_dir", "credentials_file", "ca_bundle", "sse_customer_key_file")
 
 
 def _validate_ranges(config: Config) -> None:
@@ -453,6 +457,8 @@ def validate(config: Config) -> Config:
     Schedule.parse(s.download_limit, "download_limit")
     StorageClasses.parse(s.prefix, s.storage_class, s.storage_classes)
     Encryption.parse(s.sse, s.sse_kms_key_id, s.sse_bucket_key)
+    if s.sse_customer_key_file and s.sse != "SSE-C":
+        raise ConfigError("sse_customer_key_file: only with sse = \"SSE-C\"")
     Retention.parse(s.object_lock_mode, s.object_lock_days)
     if s.request_deadline <= 0 or s.min_transfer_rate <= 0:
         raise ConfigError("request_deadline, min_transfer_rate: must be > 0")

@@ -12,6 +12,7 @@ from s3pvefs.config import StoreConfig
 from s3pvefs.errors import ConfigError
 
 KEYS = ("aws_access_key_id", "aws_secret_access_key")
+CUSTOMER_KEY_CREDENTIAL = "sse-customer-key"  # systemd LoadCredential= name of the SSE-C key
 
 
 def resolve(cfg: StoreConfig) -> tuple[str, str] | None:
@@ -27,6 +28,42 @@ def resolve(cfg: StoreConfig) -> tuple[str, str] | None:
     return None
 
 
+def customer_key(cfg: StoreConfig) -> bytes | None:
+    """The SSE-C key (sse = "SSE-C"), from sse_customer_key_file (root-only) or the
+    systemd credential sse-customer-key; None for the other modes."""
+    from s3pvefs.store.encryption import decode_customer_key
+    if cfg.sse != "SSE-C":
+        return None
+    if cfg.sse_customer_key_file:
+        _root_only(cfg.sse_customer_key_file, "sse_customer_key_file")
+        path, what = cfg.sse_customer_key_file, f"sse_customer_key_file {cfg.sse_customer_key_file}"
+    else:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        path = os.path.join(directory, CUSTOMER_KEY_CREDENTIAL) if directory else ""
+        if not path or not os.path.exists(path):
+            raise ConfigError("sse = SSE-C needs its key: sse_customer_key_file (root-only, 32 bytes or base64) "
+                              f"or the systemd credential {CUSTOMER_KEY_CREDENTIAL}")
+        what = f"systemd credential {CUSTOMER_KEY_CREDENTIAL}"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4096)
+    except OSError as e:
+        raise ConfigError(f"{what}: {e.strerror or e}") from None
+    return decode_customer_key(raw, what)
+
+
+def _root_only(path: str, setting: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"{setting} {path}: {e.strerror}") from None
+    owner_ok = st.st_uid == 0 or st.st_uid == os.geteuid()
+    if not owner_ok or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{setting} {path}: must be owned by root and not readable by group or "
+                          f"others (now mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}): "
+                          f"chown root {path} && chmod 600 {path}")
+
+
 def _read_text(path: str, what: str) -> str:
     """A secret's file as text; a one-line ConfigError that never shows its content."""
     try:
@@ -39,15 +76,7 @@ def _read_text(path: str, what: str) -> str:
 
 
 def _from_file(path: str, section: str) -> tuple[str, str]:
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ConfigError(f"credentials_file {path}: {e.strerror}") from None
-    owner_ok = st.st_uid == 0 or st.st_uid == os.geteuid()
-    if not owner_ok or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"credentials_file {path}: must be owned by root and not readable by group or "
-                          f"others (now mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}): "
-                          f"chown root {path} && chmod 600 {path}")
+    _root_only(path, "credentials_file")
     text = _read_text(path, f"credentials_file {path}")
     parser = configparser.ConfigParser(interpolation=None)
     try:

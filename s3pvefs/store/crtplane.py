@@ -165,6 +165,8 @@ class CrtDataPlane:
             raise RuntimeError("awscrt is not installed")
         self._place_of = place_of
         self._refresh = refresh
+        # Sent with every request (SSE-C: the customer key's three headers)
+        self.extra_headers: list[tuple[str, str]] = []
         self._read_timeout = read_timeout
         self._min_rate = min_transfer_rate
         self._skew_of = skew_of or (lambda err, headers: None)
@@ -208,7 +210,7 @@ class CrtDataPlane:
         place = self._place_of(key)
         ex = _Exchange(trio.lowlevel.current_trio_token(), into, limit)
         request = http.HttpRequest(method, place.path(key, query),
-                                   http.HttpHeaders([("Host", place.host), *headers]),
+                                   http.HttpHeaders([("Host", place.host), *headers, *self.extra_headers]),
                                    _BodyReader(body) if body is not None else None)
         # A ranged GetObject as the CRT's own GET_OBJECT (its pooled buffers: a third less
         # CPU than a DEFAULT request, which grows a fresh buffer per answer); one range =

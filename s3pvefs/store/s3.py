@@ -427,7 +427,12 @@ class S3Store(ListAll):
                                           config=aio_config, verify=cfg.ca_bundle or None)
         async with client_cm as client:
             hide_in_logs(*(keys or ())[1:], *_client_secrets(client))
+            encryption = Encryption.parse(cfg.sse, cfg.sse_kms_key_id, cfg.sse_bucket_key,
+                                          credentials.customer_key(cfg))
+            hide_in_logs(encryption.secret())
             plane = await _data_plane(cfg, client)
+            if plane is not None:
+                plane.extra_headers = encryption.headers()
             yield cls(client, cfg.bucket, content_md5=cfg.content_md5, checksum_algorithm=cfg.checksum_algorithm,
                       request_deadline=cfg.request_deadline,
                       min_transfer_rate=cfg.min_transfer_rate, max_attempts=cfg.max_attempts,
@@ -435,7 +440,7 @@ class S3Store(ListAll):
                       data_plane=plane, plane_reads=cfg.data_plane == "crt",
                       bandwidth=Bandwidth(cfg.upload_limit, cfg.download_limit),
                       classes=StorageClasses.parse(cfg.prefix, cfg.storage_class, cfg.storage_classes),
-                      encryption=Encryption.parse(cfg.sse, cfg.sse_kms_key_id, cfg.sse_bucket_key),
+                      encryption=encryption,
                       retention=Retention.parse(cfg.object_lock_mode, cfg.object_lock_days), prefix=cfg.prefix)
 
     @property
@@ -540,11 +545,17 @@ class S3Store(ListAll):
             raise
 
     async def head(self, key):
+        try:
+            return await self._head(key)
+        except StoreError as e:
+            raise self._key_hint(e) from None
+
+    async def _head(self, key):
         if self._plane is not None:  # a tenth of botocore's CPU per request (content views: one per file)
             headers = await self._through_plane("head_object", key, 0, lambda: self._plane.head(key))
             return None if headers is None else _info_from_headers(key, headers)
         try:
-            resp = await self._call("head_object", key, Key=key)
+            resp = await self._call("head_object", key, Key=key, **self.encryption.read_args())
         except StoreError as e:
             if e.code in _NOT_FOUND:
                 return None
@@ -556,7 +567,8 @@ class S3Store(ListAll):
             return await self._get_small_through_plane(key, limit)
         with self._bounded("get_object", key, limit):
             try:
-                resp = await self._call("get_object", key, Key=key, Range=f"bytes=0-{limit - 1}")
+                resp = await self._call("get_object", key, Key=key, Range=f"bytes=0-{limit - 1}",
+                                        **self.encryption.read_args())
             except StoreError as e:
                 if e.code in _NOT_FOUND:
                     return None
@@ -637,7 +649,17 @@ class S3Store(ListAll):
         except StoreError as e:
             if e.code == "InvalidObjectState":  # GLACIER, DEEP_ARCHIVE: no bytes until restored
                 raise self._archived(key, e) from None
-            raise
+            raise self._key_hint(e) from None
+
+    def _key_hint(self, e: StoreError) -> StoreError:
+        """With SSE-C, a refused read most likely means another key (or none) made the object."""
+        if not self.encryption.customer or e.code not in ("400", "403", "AccessDenied", "InvalidRequest",
+                                                          "InvalidArgument", "Forbidden"):
+            return e
+        hinted = StoreError(f"{e} (sse = SSE-C: the object was written with another key than this mount's, "
+                            "or without SSE-C; it is not readable with this key)", code=e.code)
+        hinted.skew = e.skew
+        return hinted
 
     def _archived(self, key: str, e: StoreError) -> StoreError:
         return StoreError(f"get_object {key}: the object is in an archive storage class "
@@ -651,7 +673,7 @@ class S3Store(ListAll):
                                              lambda: self._plane.get_range(key, start, end, etag, into))
             self.bytes_received += len(data)
             return data
-        kwargs = {"Key": key, "Range": f"bytes={start}-{end - 1}"}
+        kwargs = {"Key": key, "Range": f"bytes={start}-{end - 1}", **self.encryption.read_args()}
         if etag:
             kwargs["IfMatch"] = etag
         with self._bounded("get_object", key, end - start):
@@ -693,7 +715,8 @@ class S3Store(ListAll):
         return str(resp.get("ETag", "")).strip('"')
 
     async def copy(self, src, dst, metadata):
-        kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}, **self._new_object(dst)}
+        kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}, **self._new_object(dst),
+                  **self.encryption.copy_source_args()}
         if metadata is not None:
             kwargs.update(Metadata=metadata, MetadataDirective="REPLACE")
         await self._call("copy_object", dst, _COPY_BOUND, **kwargs)
@@ -785,8 +808,8 @@ class S3Store(ListAll):
             sha256 = None if checksum else await _hash_off_the_loop(_sha256_hex, body)
             return await self._through_plane("upload_part", key, len(body), lambda: self._plane.upload_part(
                 key, upload_id, number, body, checksum, sha256))
-        resp = await self._call("upload_part", key, len(body), Key=key, UploadId=upload_id,
-                                PartNumber=number, **await self._body(body))
+        resp = await self._call("upload_part", key, len(body), Key=key, UploadId=upload_id, PartNumber=number,
+                                **self.encryption.read_args(), **await self._body(body))
         return str(resp["ETag"]).strip('"')
 
     async def upload_part_copy(self, key, upload_id, number, src, start, end, src_etag=None):
@@ -794,6 +817,7 @@ class S3Store(ListAll):
         resp = await self._call("upload_part_copy", key, (end - start) // _COPY_SPEEDUP, Key=key,
                                 UploadId=upload_id, PartNumber=number,
                                 CopySource={"Bucket": self.bucket, "Key": src},
+                                **self.encryption.read_args(), **self.encryption.copy_source_args(),
                                 CopySourceRange=f"bytes={start}-{end - 1}", **extra)
         return str(resp["CopyPartResult"]["ETag"]).strip('"')
 
