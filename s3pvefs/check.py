@@ -448,7 +448,8 @@ def _write_failure(p: Probe, step: str, e: StoreError) -> Failed:
         return Failed(text, f"the server refuses sse = {s.sse!r}" + (
             f" with key {s.sse_kms_key_id!r} (does it exist, may this user kms:GenerateDataKey and kms:Decrypt?)"
             if s.sse == "aws:kms" else "") + ", or does not support it")
-    if code == "InvalidStorageClass" or "storage class" in text.lower():
+    if code == "InvalidStorageClass" or "storage class" in text.lower() or (
+            code == "InvalidArgument" and s.storage_class):  # Ceph RGW: an unknown class, no message
         return Failed(text, f"the server does not take storage class {s.storage_class!r} (storage_class)")
     if code == "NotImplemented":
         return Failed(text, "the server does not implement this operation")
@@ -492,6 +493,12 @@ async def step_head(p: Probe) -> str:
     if (info.metadata or {}).get("s3pvefs-check") != "1":
         raise Failed("the x-amz-meta-s3pvefs-check header was not kept",
                      "the server drops user metadata: modes and times will not persist")
+    sse = p.config.store.sse
+    if sse and info.encryption != sse:
+        raise Failed(f"the probe was written with sse = {sse!r} but the server says it is "
+                     f"{'not encrypted' if not info.encryption else repr(info.encryption)}",
+                     "the server accepts the header and ignores it (Ceph RGW 16 does for AES256): "
+                     "use SSE-C or aws:kms there, or the server's own default encryption")
     return f"size and metadata verified (ETag {info.etag[:16]})"
 
 

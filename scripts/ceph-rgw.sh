@@ -118,6 +118,11 @@ debug rgw = 1
 # deleted objects' data is reclaimed after a minute instead of two hours
 rgw gc obj min wait = 60
 rgw gc processor period = 60
+# For the tests of encryption (never for real data): SSE-C over plain http, and SSE-KMS
+# with RGW's built-in "testing" key store holding these two throwaway keys
+rgw crypt require ssl = false
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = testkey-1=dATLxaWjb4qxVQbK22DuvK6D+sQsY8iCHfddr61tkI4= testkey-2=eB2VKv228STwWMJF2DN/OyS8TPWpmj6n9zk5sMxnOII=
 EOF
   export CEPH_CONF=$CONF
 
@@ -151,6 +156,13 @@ EOF
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
+
+  # A second storage class (COLD, its own pool) for the tests of storage classes
+  radosgw-admin -c "$CONF" zonegroup placement add --rgw-zonegroup default --placement-id default-placement \
+    --storage-class COLD >/dev/null
+  radosgw-admin -c "$CONF" zone placement add --rgw-zone default --placement-id default-placement \
+    --storage-class COLD --data-pool default.rgw.cold.data >/dev/null
+  { c osd pool create default.rgw.cold.data 8 8 replicated && c osd pool application enable default.rgw.cold.data rgw; } >/dev/null 2>&1
 
   say "radosgw on $URL"
   c auth get-or-create client.rgw.a mon 'allow rw' osd 'allow rwx' -o "$BASE/rgw.a/keyring"

@@ -22,6 +22,7 @@ class ObjectInfo:
     lock_mode: str | None = None
     lock_until: float | None = None
     legal_hold: bool = False
+    encryption: str | None = None  # from a HEAD or GET: AES256, aws:kms, SSE-C; None: none said
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,7 @@ def _info(key: str, resp: dict, with_meta: bool) -> ObjectInfo:
         lock_mode=resp.get("ObjectLockMode"),
         lock_until=resp["ObjectLockRetainUntilDate"].timestamp() if resp.get("ObjectLockRetainUntilDate") else None,
         legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
+        encryption="SSE-C" if resp.get("SSECustomerAlgorithm") else resp.get("ServerSideEncryption"),
     )
 
 
@@ -258,7 +259,9 @@ def _info_from_headers(key: str, headers: dict[str, str]) -> ObjectInfo:
                       content_type=headers.get("content-type"), storage_class=headers.get("x-amz-storage-class"),
                       lock_mode=headers.get("x-amz-object-lock-mode"),
                       lock_until=_parse_time(headers.get("x-amz-object-lock-retain-until-date")),
-                      legal_hold=headers.get("x-amz-object-lock-legal-hold") == "ON")
+                      legal_hold=headers.get("x-amz-object-lock-legal-hold") == "ON",
+                      encryption="SSE-C" if headers.get("x-amz-server-side-encryption-customer-algorithm")
+                      else headers.get("x-amz-server-side-encryption"))
 
 
 class _Redact(logging.Filter):
