@@ -157,13 +157,6 @@ EOF
   done
   for p in "${pids[@]}"; do wait "$p"; done
 
-  # A second storage class (COLD, its own pool) for the tests of storage classes
-  radosgw-admin -c "$CONF" zonegroup placement add --rgw-zonegroup default --placement-id default-placement \
-    --storage-class COLD >/dev/null
-  radosgw-admin -c "$CONF" zone placement add --rgw-zone default --placement-id default-placement \
-    --storage-class COLD --data-pool default.rgw.cold.data >/dev/null
-  { c osd pool create default.rgw.cold.data 8 8 replicated && c osd pool application enable default.rgw.cold.data rgw; } >/dev/null 2>&1
-
   say "radosgw on $URL"
   c auth get-or-create client.rgw.a mon 'allow rw' osd 'allow rwx' -o "$BASE/rgw.a/keyring"
   radosgw -c "$CONF" -n client.rgw.a --keyring "$BASE/rgw.a/keyring"
@@ -175,6 +168,21 @@ EOF
   curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$ACCESS_KEY:$SECRET_KEY" \
     -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
     -X PUT "$URL/$BUCKET" -o /dev/null || die "could not create bucket $BUCKET"
+
+  # A second storage class (COLD, its own pool) for the tests of storage classes: added
+  # to the zone radosgw made at its first start, read by radosgw at its next
+  say "storage class COLD (radosgw restarted)"
+  radosgw-admin -c "$CONF" zonegroup placement add --rgw-zonegroup default --placement-id default-placement \
+    --storage-class COLD >/dev/null
+  radosgw-admin -c "$CONF" zone placement add --rgw-zone default --placement-id default-placement \
+    --storage-class COLD --data-pool default.rgw.cold.data >/dev/null
+  { c osd pool create default.rgw.cold.data 8 8 replicated && c osd pool application enable default.rgw.cold.data rgw; } >/dev/null 2>&1
+  local rgw_pid
+  rgw_pid=$(cat "$BASE/run/client.rgw.a.pid")
+  kill "$rgw_pid"
+  for _ in $(seq 120); do kill -0 "$rgw_pid" 2>/dev/null || break; sleep 0.5; done  # it holds the pid file
+  radosgw -c "$CONF" -n client.rgw.a --keyring "$BASE/rgw.a/keyring"
+  wait_for 240 answers || die "radosgw did not answer after its restart; see $BASE/log/client.rgw.a.log"
   trap - ERR
   say "up: $URL bucket=$BUCKET (export CEPH_CONF=$CONF for ceph/radosgw-admin; log $BASE/log/client.rgw.a.log)"
 }

@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import random
+import re
 import time
 from typing import AsyncIterator, Callable
 
@@ -43,6 +44,8 @@ from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, P
 log = logging.getLogger(__name__)
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# a bucket configuration that is not set (Object Lock, lifecycle): an answer, not a failure
+_NOT_SET = frozenset({"ObjectLockConfigurationNotFoundError", "NoSuchLifecycleConfiguration"})
 
 
 class _Body(io.BytesIO):
@@ -178,6 +181,9 @@ def _parse_time(text) -> float | None:
         return email.utils.parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         pass
+    # Fractions of a second beyond microseconds (Ceph RGW's retain-until dates carry
+    # nanoseconds) are cut to the six digits strptime takes.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
     for fmt in ("%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
         try:
             return datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
@@ -488,7 +494,8 @@ class S3Store(ListAll):
 
     def _failed(self, e: StoreError) -> None:
         """A request that failed for good: counted for `status`, a skewed clock logged."""
-        if e.code not in _NOT_FOUND and not isinstance(e, Changed):  # an absent name is no failure
+        if e.code not in _NOT_FOUND and e.code not in _NOT_SET and not isinstance(e, Changed):
+            # an absent name, or a bucket setting that is not set, is an answer, no failure
             self.errors[e.code] += 1
         if clock_skewed(e) and trio.current_time() - self._skew_logged > 60:
             self._skew_logged = trio.current_time()  # once a minute, not once per request

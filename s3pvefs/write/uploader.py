@@ -62,13 +62,23 @@ async def multipart(store: ObjectStore, key: str, metadata: dict[str, str],
 
 async def copy_object(store: ObjectStore, src: str, dst: str, size: int,
                       metadata: dict[str, str] | None, cfg: WriteConfig) -> None:
-    """Server-side copy; metadata None keeps the source's (only possible up to 5 GiB)."""
+    """Server-side copy; metadata None keeps the source's. A server that cannot
+    CopyObject the source (Ceph RGW before 17 answers NotImplemented for every encrypted
+    object) gets the same copy as UploadPartCopy parts, still server-side."""
     if size <= MAX_SINGLE_COPY:
-        await store.copy(src, dst, metadata)
-        return
+        try:
+            await store.copy(src, dst, metadata)
+            return
+        except StoreError as e:
+            if e.code not in ("NotImplemented", "501"):
+                raise
+            log.info("CopyObject of %s refused (%s): copying it by UploadPartCopy", src, e.code)
+    info = await store.head(src) if metadata is None or size == 0 else None
     if metadata is None:
-        info = await store.head(src)
         metadata = dict(info.metadata or {}) if info else {}
+    if size == 0:  # no part to copy
+        await store.put(dst, b"", metadata, info.content_type if info else None)
+        return
 
     async def send(upload_id: str, n: int, start: int, end: int) -> str:
         return await store.upload_part_copy(dst, upload_id, n, src, start, end)

@@ -172,3 +172,27 @@ def test_rename_directory_into_itself(run):
         assert keys(store) == ["pve/a/", "pve/a/sub/"]
 
     run(body)
+
+
+def test_renames_where_the_server_cannot_copyobject(run):
+    """Ceph RGW before 17 answers NotImplemented to CopyObject of any encrypted object:
+    the same copy goes as UploadPartCopy parts (still server-side); an empty object (a
+    directory marker) is written anew with its metadata and content type."""
+    from s3pvefs.errors import StoreError
+    from s3pvefs.namespace.keys import DIR_CONTENT_TYPE
+
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"d", 0o700, 0, 0)
+        await make_file(fs, d.ino, b"a.tmp", b"payload", mode=0o600, uid=7)
+        meta = dict(store.objects["pve/d/a.tmp"].metadata)
+        store.fail["copy"] = StoreError("copy_object: NotImplemented (501)", code="NotImplemented")
+        await fs.rename(d.ino, b"a.tmp", d.ino, b"a.vma")
+        assert store.objects["pve/d/a.vma"].data == b"payload"
+        assert store.objects["pve/d/a.vma"].metadata == meta and store.calls["upload_part_copy"] == 1
+        await fs.rename(ROOT, b"d", ROOT, b"e")
+        assert keys(store) == ["pve/e/", "pve/e/a.vma"]
+        assert store.objects["pve/e/"].metadata["mode"] == str(st.S_IFDIR | 0o700)
+        assert store.objects["pve/e/"].content_type == DIR_CONTENT_TYPE
+        assert store.sent == len(b"payload")  # the file's first upload only: nothing re-sent
+
+    run(body)

@@ -244,6 +244,7 @@ class FaultProxy:
         self.upstream_failures = 0
         self._up, self._down = _Counter(), _Counter()  # body bytes forwarded
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.faulted: list[tuple[str, int]] = []  # (fault kind, index of the request in seen)
         self.stall = False
         self.fault_rate = 0.0
         self.fault_kinds: tuple[str, ...] = ("500", "503", "reset", "truncated", "slow")
@@ -311,6 +312,22 @@ class FaultProxy:
     @property
     def bytes_down(self) -> int:
         return self._down.value
+
+    def unretried(self, since: int = 0) -> list[tuple[str, str, str]]:
+        """Faulted requests (from seen[since:] on; a slow answer is no failure) that were
+        never sent again: no later request with the same method, target and Range.
+        Counted here, at the server's door, whatever the client counts."""
+        with self._lock:
+            seen, faulted = list(self.seen), list(self.faulted)
+        missing = []
+        for kind, i in faulted:
+            if i < since or kind == "slow":
+                continue
+            method, target, headers = seen[i]
+            if not any(m == method and t == target and h.get("range") == headers.get("range")
+                       for m, t, h in seen[i + 1:]):
+                missing.append((kind, method, target))
+        return missing
 
     def summary(self) -> str:
         return (f"{self.requests} requests, {sum(self.faults.values())} faulted "
@@ -395,6 +412,7 @@ class FaultProxy:
                 lower = {k.lower(): v for k, v in headers}
                 with self._lock:
                     self.requests += 1
+                    index = len(self.seen)
                     self.seen.append((method, target, lower))
                 chunked = "chunked" in lower.get("transfer-encoding", "").lower()
                 length = -1 if chunked else int(lower.get("content-length", "0") or 0)
@@ -402,6 +420,9 @@ class FaultProxy:
                     sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
                 fault = self._fault(method, target)
+                if fault is not None:
+                    with self._lock:
+                        self.faulted.append((fault, index))
                 if fault == "reset":
                     if length > 0:  # cut while the client is still sending
                         client.pipe(self._rng_below(length), None)
