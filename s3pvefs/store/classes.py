@@ -6,7 +6,8 @@ and ``storage_class`` the rest ("" = the server's default, STANDARD). The class 
 sent with every PUT, CreateMultipartUpload and CopyObject, so a rename sets the class
 of its target place. Decided by the key alone, never by a request's size.
 
-Kept in the default class wherever they are: directory markers, and a backup's side
+Kept in the server's default class wherever they are: the mount's object of zeros
+(``.s3pvefs-zeros``, which grown files are copied from), directory markers, and a backup's side
 files in dump/ (``.log``, ``.notes``, ``.protected``): Proxmox reads those in every
 content view, and archive classes charge at least 128 KiB per object.
 """
@@ -17,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from s3pvefs.errors import ConfigError
+from s3pvefs.namespace.keys import ZEROS_NAME
 
 # S3's classes; Ceph RGW's placement targets may define others of the same form.
 _CLASS = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -55,6 +57,8 @@ class StorageClasses:
         if key.endswith("/"):
             return None  # a directory marker
         rel = key[len(self.prefix) + 1:] if self.prefix else key
+        if rel == ZEROS_NAME:
+            return None  # grown files are copied from it: never in a class that needs a restore
         if rel.startswith("dump/") and rel.endswith(_SIDE_FILES):
             return None
         for place, name in self.places:

@@ -28,6 +28,7 @@ def test_side_files_and_markers_stay_in_the_default_class():
         assert c.of(f"pve/dump/{side}") is None
     assert c.of("pve/dump/") is None and c.of("pve/images/100/") is None
     assert c.of("pve/snippets/hook.pl") == "STANDARD_IA"
+    assert c.of("pve/.s3pvefs-zeros") is None
 
 
 def test_whole_bucket_mount():
