@@ -444,6 +444,8 @@ def _write_failure(p: Probe, step: str, e: StoreError) -> Failed:
         return Failed(text, "the server rejects checksum headers (Content-MD5 or the signed body hash): "
                             "try content_md5=false")
     s = p.config.store
+    if s.sse == "SSE-C" and ("secure" in text.lower() or "ssl" in text.lower() or "https" in text.lower()):
+        return Failed(text, "the server takes SSE-C keys over https only: use an https endpoint_url")
     if s.sse and (code.startswith("KMS.") or code in ("InvalidEncryptionAlgorithmError", "KMSNotFoundException")
                   or "kms" in text.lower() or "encrypt" in text.lower()):
         return Failed(text, f"the server refuses sse = {s.sse!r}" + (

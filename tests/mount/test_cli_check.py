@@ -341,6 +341,11 @@ def test_encryption_and_class_causes():
                        StoreError("put_object k: InvalidStorageClass (400) The storage class you specified "
                                   "is not valid", code="InvalidStorageClass"))
     assert "storage class 'GLACIER_IR'" in f.cause
+    f = _write_failure(_probe(sse="SSE-C"), "put",
+                       StoreError("put_object k: InvalidRequest (400) Requests specifying Server Side Encryption "
+                                  "with Customer provided keys must be made over a secure connection.",
+                                  code="InvalidRequest"))
+    assert "over https only" in f.cause
 
 
 @pytest.mark.parametrize("code, message, checksums, cause", [
