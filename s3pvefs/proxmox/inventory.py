@@ -23,6 +23,7 @@ from s3pvefs.errors import StoreError, single_error
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, ZEROS_NAME, listable_name
 from s3pvefs.proxmox import names
 from s3pvefs.proxmox.names import Backup, Image, ImportFile, Iso, Other, SideFile, Snippet, Template
+from s3pvefs.store.objectlock import LockState
 from s3pvefs.store.base import ObjectInfo, ObjectStore
 
 NOTES_MAX = 64 * 1024  # notes longer than this are cut (Proxmox's are a few lines)
@@ -45,12 +46,7 @@ class BackupItem:
     notes: str | None = None  # content of <archive>.notes (UTF-8, at most NOTES_MAX bytes)
     notes_truncated: bool = False
     storage_class: str | None = None  # from the LIST (None: not said, i.e. STANDARD)
-    # S3 Object Lock, read by HEAD when the bucket has it (lock_checked): retain-until
-    # (epoch seconds), its mode, the legal hold
-    lock_checked: bool = False
-    retain_until: float | None = None
-    retention_mode: str | None = None
-    legal_hold: bool = False
+    lock: LockState | None = None  # S3 Object Lock, read by HEAD when the bucket has it
 
 
 @dataclass(frozen=True)
@@ -202,8 +198,7 @@ async def _read_locks(store: ObjectStore, root: str, backups: list[BackupItem]) 
         async with limiter:
             info = await store.head(root + item.path)
         if info is not None:
-            item.lock_checked = True
-            item.retain_until, item.retention_mode, item.legal_hold = info.lock_until, info.lock_mode, info.legal_hold
+            item.lock = LockState.of(info)
 
     with single_error():
         async with trio.open_nursery() as nursery:

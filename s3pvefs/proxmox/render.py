@@ -76,9 +76,9 @@ def _backup(b: BackupItem) -> dict:
             "notes": b.notes, "notes_truncated": b.notes_truncated, "standard_name": i.standard,
             "last_modified": _utc(b.last_modified), "storage_class": _class(b),
             # S3 Object Lock (None: the bucket has none, or it was not read)
-            "retain_until": _utc(b.retain_until) if b.lock_checked and b.retain_until else None,
-            "retention_mode": b.retention_mode if b.lock_checked else None,
-            "legal_hold": b.legal_hold if b.lock_checked else None}
+            "retain_until": _utc(b.lock.until) if b.lock and b.lock.until else None,
+            "retention_mode": b.lock.mode if b.lock else None,
+            "legal_hold": b.lock.legal_hold if b.lock else None}
 
 
 def _other(o: OtherItem) -> dict:
@@ -151,9 +151,9 @@ def _yes(flag: bool) -> str:
 
 
 def _lock_until(b: BackupItem) -> str:
-    if not b.retain_until:
+    if b.lock is None or not b.lock.until:
         return "-"
-    return f"{datetime.fromtimestamp(b.retain_until, timezone.utc):%Y-%m-%d %H:%M} {(b.retention_mode or '?')[:4]}"
+    return f"{datetime.fromtimestamp(b.lock.until, timezone.utc):%Y-%m-%d %H:%M} {(b.lock.mode or '?')[:4]}"
 
 
 def _backup_rows(backups: list[BackupItem]) -> list[list[str]]:
@@ -204,7 +204,7 @@ def to_table(inv: Inventory) -> str:
     def table(headers, rows, right=frozenset(), of=()):
         if classes:
             headers = [*headers, "CLASS"]
-            rows = [[*row, "-" if getattr(item, "path", "").endswith("/") else _class(item)]
+            rows = [[*row, "-" if item.path.endswith("/") else _class(item)]
                     for row, item in zip(rows, of)]
         return _plain_table(headers, rows, right)
 
@@ -217,10 +217,10 @@ def to_table(inv: Inventory) -> str:
     if inv.backups:
         headers, rows = ["VMID", "TYPE", "DATE", "FORMAT", "COMP", "SIZE", "PROTECTED", "LOG", "ARCHIVE",
                          "NOTES"], _backup_rows(inv.backups)
-        if any(b.lock_checked for b in inv.backups):  # Object Lock: before the free-text NOTES
+        if any(b.lock for b in inv.backups):  # Object Lock: before the free-text NOTES
             headers[9:9] = ["LOCKED UNTIL", "HOLD"]
             for row, b in zip(rows, inv.backups):
-                row[9:9] = [_lock_until(b), _yes(b.legal_hold)]
+                row[9:9] = [_lock_until(b), _yes(b.lock is not None and b.lock.legal_hold)]
         section(f"Backups in {root}dump/", table(headers, rows, right=frozenset({5}), of=inv.backups))
     else:
         section(f"Backups in {root}dump/: none", [])

@@ -83,6 +83,11 @@ class LockState:
     until: float | None  # epoch seconds
     legal_hold: bool
 
+    @classmethod
+    def of(cls, info) -> LockState:
+        """From a HEAD's ObjectInfo."""
+        return cls(info.lock_mode, info.lock_until, info.legal_hold)
+
     @property
     def locked(self) -> bool:
         now = datetime.datetime.now(datetime.timezone.utc).timestamp()

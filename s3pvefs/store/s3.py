@@ -756,14 +756,11 @@ class S3Store(ListAll):
                 self.object_lock = None
         return self.object_lock
 
-    async def lock_state(self, key: str) -> LockState | None:
-        info = await self.head(key)
-        return None if info is None else LockState(info.lock_mode, info.lock_until, info.legal_hold)
-
     async def refuse_if_locked(self, key: str) -> None:
         if self.object_lock is False:
             return
-        state = await self.lock_state(key)
+        info = await self.head(key)
+        state = LockState.of(info) if info is not None else None
         if state is not None and state.locked:
             # logged by whoever gets it (the FUSE adapter: once, at WARNING)
             raise Locked(f"{key} is protected by S3 Object Lock: {state.describe()}; it cannot be deleted or moved")

@@ -29,6 +29,16 @@ A = "vzdump-qemu-100-2026_12_06-01_00_00"
 ARCHIVE = f"dump/{A}.vma.zst"
 
 
+def vzdump_archive(m, size: int) -> bytes:
+    """As vzdump makes a backup: dump/<archive>.dat written, then renamed; its bytes."""
+    os.makedirs(m.path("dump"), exist_ok=True)
+    data = os.urandom(size)
+    with open(m.path(f"{ARCHIVE}.dat"), "wb") as f:
+        f.write(data)
+    os.rename(m.path(f"{ARCHIVE}.dat"), m.path(ARCHIVE))
+    return data
+
+
 def key_file(tmp_path, name: str) -> tuple[str, bytes]:
     key = os.urandom(32)
     path = tmp_path / name
@@ -40,11 +50,8 @@ def key_file(tmp_path, name: str) -> tuple[str, bytes]:
 def test_sse_c_on_ceph(ceph_mount, ceph_s3, tmp_path):
     path, key = key_file(tmp_path, "a.key")
     m = ceph_mount(["sse=SSE-C", f"sse_customer_key_file={path}"])
-    os.makedirs(m.path("dump"))
-    big, small = os.urandom(20 * MiB), b"notes\n"
-    with open(m.path(f"{ARCHIVE}.dat"), "wb") as f:  # multipart through the CRT
-        f.write(big)
-    os.rename(m.path(f"{ARCHIVE}.dat"), m.path(ARCHIVE))  # CopyObject with the source's key
+    # multipart through the CRT, then the rename's copy with the source's key
+    big, small = vzdump_archive(m, 20 * MiB), b"notes\n"
     with open(m.path(f"{ARCHIVE}.notes"), "wb") as f:  # one PUT
         f.write(small)
     with open(m.path(ARCHIVE), "r+b") as f:  # a rewrite of part: UploadPartCopy with the key
@@ -97,11 +104,7 @@ def test_object_lock_and_versioning_on_ceph(ceph_mount, ceph_s3, ceph_server):
     bucket = f"lock-{uuid.uuid4().hex[:12]}"
     ceph_s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     m = ceph_mount(["object_lock_mode=GOVERNANCE", "object_lock_days=2"], bucket=bucket)
-    os.makedirs(m.path("dump"))
-    data = os.urandom(6 * MiB)
-    with open(m.path(f"{ARCHIVE}.dat"), "wb") as f:
-        f.write(data)
-    os.rename(m.path(f"{ARCHIVE}.dat"), m.path(ARCHIVE))
+    data = vzdump_archive(m, 6 * MiB)
     with open(m.path(f"dump/{A}.log"), "w") as f:
         f.write("INFO: Finished Backup of VM 100\n")
     head = ceph_s3.head_object(Bucket=bucket, Key=m.key(ARCHIVE))
@@ -135,11 +138,7 @@ def test_object_lock_and_versioning_on_ceph(ceph_mount, ceph_s3, ceph_server):
 def test_storage_class_by_place_on_ceph(ceph_mount, ceph_s3, ceph_server):
     """COLD: a second storage class of the test Ceph's placement target (its own pool)."""
     m = ceph_mount(["storage_classes=dump=COLD"])
-    os.makedirs(m.path("dump"))
-    data = os.urandom(12 * MiB)
-    with open(m.path(f"{ARCHIVE}.dat"), "wb") as f:
-        f.write(data)
-    os.rename(m.path(f"{ARCHIVE}.dat"), m.path(ARCHIVE))
+    data = vzdump_archive(m, 12 * MiB)
     with open(m.path(f"{ARCHIVE}.notes"), "w") as f:
         f.write("cold\n")
     assert ceph_s3.head_object(Bucket=m.bucket, Key=m.key(ARCHIVE)).get("StorageClass") == "COLD"
