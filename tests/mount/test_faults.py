@@ -135,10 +135,11 @@ def faulted_round_trip(mount_factory, upstream: str, size: int, options: list[st
         assert read_back.faults and wrote.faults, "no fault was injected"
         assert digest["read"] == digest["written"]
         assert wrote.errors == {} and read_back.errors == {}, "a request failed after its retries"
-        # Every fault but a slow answer makes its request fail once: each is sent again
-        # (seen at the proxy; the daemon's own counts also hold requests cancelled before
-        # they were sent, read-ahead a reader no longer needed, so they cannot tell).
-        assert wrote.unretried == [] and read_back.unretried == [], (wrote.unretried, read_back.unretried)
+        # Every faulted write request (but a slow answer) is sent again: seen at the proxy.
+        # Reads are not held to that: a faulted read-ahead chunk the reader no longer needs
+        # is dropped, not retried; what reads must do is asserted above (same sha256, no
+        # request failed after its retries).
+        assert wrote.unretried == [], wrote.unretried
         assert set(total) <= set(KINDS) and proxy.upstream_failures == 0
         return read_back, m, proxy
     finally:
