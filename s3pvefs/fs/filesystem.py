@@ -34,6 +34,7 @@ from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE, move_object, m
 from s3pvefs.fs.usage import UsageMeter
 from s3pvefs.fs.dirtimes import DirectoryTimes, rewrite_marker
 from s3pvefs.write.zeros import Zeros
+from s3pvefs.namespace.headers import concurrency_for
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.inodes import MIXED, ROOT_INO, Inode, InodeTable
 from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, ZEROS_NAME, KeyMapper, check_name, join_path
@@ -90,7 +91,7 @@ class Filesystem:
         self.hidden = HiddenObjects()
         self.bodies = SmallBodies()
         self.resolver = Resolver(store, self.keys, self.cache, self.defaults, self.hidden, nursery, config.cache,
-                                 self.bodies)
+                                 self.bodies, concurrency_for(config.store.max_connections))
         # "staging" on disk: where earlier versions left what the next mount recovers
         self.writeback_dir = os.path.join(config.resolved_cache_dir(), "staging", config.mount_id())
         self._recovered_dir = os.path.join(config.resolved_cache_dir(), "recovered")

@@ -18,7 +18,7 @@ import trio
 from s3pvefs.config import CacheConfig
 from s3pvefs.errors import single_error
 from s3pvefs.namespace.freshness import Freshness
-from s3pvefs.namespace.headers import HeaderReader
+from s3pvefs.namespace.headers import CONCURRENCY, HeaderReader
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.keys import FOLDER_SUFFIX, KeyMapper, join_path, listable_name
 from s3pvefs.namespace.metacache import Listing, MetaCache, parent_of
@@ -31,11 +31,12 @@ from s3pvefs.store.base import ObjectStore
 class Resolver:
     def __init__(self, store: ObjectStore, keys: KeyMapper, cache: MetaCache, defaults: Defaults,
                  hidden: HiddenObjects, nursery: trio.Nursery, cfg: CacheConfig,
-                 bodies: SmallBodies | None = None):
+                 bodies: SmallBodies | None = None, header_concurrency: int = CONCURRENCY):
         self.store, self.keys, self.cache, self.defaults, self.hidden = store, keys, cache, defaults, hidden
         self.cfg = cfg
         self.fresh = Freshness(self.fetch_stat, cache, nursery, cfg.stale_answer_after)
-        self.headers = HeaderReader(store, keys, cache, defaults, nursery, hidden=hidden.is_hidden, bodies=bodies)
+        self.headers = HeaderReader(store, keys, cache, defaults, nursery, hidden=hidden.is_hidden, bodies=bodies,
+                                    concurrency=header_concurrency)
 
     # ------------------------------------------------------------------ names
     async def stat(self, path: str) -> Stat | None:

@@ -95,6 +95,7 @@ class Limiter:
         self.schedule = schedule
         self._minute = minute_of_day
         self._drained_at = 0.0  # trio time at which the bytes granted so far have drained
+        self._off = schedule.unlimited  # no clock to read for each request
         self.waited = 0.0  # seconds requests spent waiting for their turn (status)
 
     def rate(self) -> int | None:
@@ -102,6 +103,8 @@ class Limiter:
 
     async def take(self, nbytes: int) -> None:
         """Wait until nbytes may be sent (or received) within the rate in force now."""
+        if self._off:
+            return
         rate = self.rate()
         now = trio.current_time()
         if rate is None or nbytes <= 0:

@@ -152,6 +152,14 @@ class _Exchange:
             pass
 
 
+def target_gbps_for(connections: int) -> float:
+    """The CRT opens connections by its throughput target, about 2.5 per Gbps (10, its
+    default, opens 25), whatever max_active_connections_override allows: a target that
+    lets it open all of them. Below, 25 connections held 1,500 HEADs 30 ms away to
+    2.0 s where 64 take 1.3 s (docs/PERFORMANCE.md)."""
+    return max(10.0, connections / 2.0)
+
+
 class CrtDataPlane:
     def __init__(self, place_of: Callable[[str], Place], region: str, credentials: Callable[[], tuple],
                  ca_bundle: str = "", connect_timeout: float = 10.0, max_attempts: int = 5,
@@ -169,6 +177,8 @@ class CrtDataPlane:
         self.extra_headers: list[tuple[str, str]] = []
         self._read_timeout = read_timeout
         self._min_rate = min_transfer_rate
+        self._live: dict[_Exchange, tuple[object, float]] = {}  # requests under way -> (CRT request, seconds to send)
+        self._watchdog_of: trio.lowlevel.TrioToken | None = None
         self._skew_of = skew_of or (lambda err, headers: None)
         elg = crtio.EventLoopGroup(0)
         bootstrap = crtio.ClientBootstrap(elg, crtio.DefaultHostResolver(elg))
@@ -199,6 +209,7 @@ class CrtDataPlane:
                 tls_mode=s3.S3RequestTlsMode.ENABLED if tls else s3.S3RequestTlsMode.DISABLED,
                 tls_connection_options=tls_options if tls else None,
                 max_active_connections_override=connections,
+                throughput_target_gbps=target_gbps_for(connections),
                 retry_config=s3.S3RetryConfig(max_retries=max(1, max_attempts - 1)),
                 connect_timeout_ms=int(connect_timeout * 1000))
 
@@ -222,17 +233,16 @@ class CrtDataPlane:
             signing_config=self._signing.replace(signed_body_value=body_sha256) if body_sha256 else self._signing,
             on_headers=ex.on_headers, on_body=ex.on_body if into is not None else None, on_done=ex.on_done)
         # Before the answer, the body must have had time to go at min_transfer_rate.
-        sending = len(body) / self._min_rate if body is not None else 0.0
+        self._watched(ex, meta, len(body) / self._min_rate if body is not None else 0.0)
         try:
-            async with trio.open_nursery() as watch:
-                watch.start_soon(self._watch, ex, meta, sending)
-                await ex.done.wait()
-                watch.cancel_scope.cancel()
+            await ex.done.wait()
         except BaseException:  # cancelled (deadline, unmount): stop it, then let it end
             meta.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(_CANCEL_GRACE):
                 await ex.done.wait()
             raise
+        finally:
+            self._live.pop(ex, None)
         if ex.stalled:
             raise StoreError(f"{_LABEL[op]} {key}: S3 went silent for {self._read_timeout:g} s (read_timeout)",
                              code="ReadTimeout", transient=True)
@@ -240,16 +250,26 @@ class CrtDataPlane:
             raise self._error(op, key, ex) from None
         return ex
 
-    async def _watch(self, ex: _Exchange, meta, sending: float) -> None:
+    def _watched(self, ex: _Exchange, meta, sending: float) -> None:
+        """Under the watchdog until its answer is done. One task watches every request
+        (a task per request cost a tenth of the daemon's CPU in a content view)."""
+        self._live[ex] = (meta, sending)
+        token = trio.lowlevel.current_trio_token()
+        if self._watchdog_of is not token:  # the first request of this trio run
+            self._watchdog_of = token
+            trio.lowlevel.spawn_system_task(self._watchdog, name="crt read_timeout watchdog")
+
+    async def _watchdog(self) -> None:
         """read_timeout for the CRT, which has none: a request whose connection stays
         silent that long is cancelled (and retried by the caller), as botocore does."""
         while True:
             await trio.sleep(min(1.0, self._read_timeout / 4))
-            silent = time.monotonic() - ex.active
-            if silent > self._read_timeout + (0.0 if ex.answered else sending):
-                ex.stalled = True
-                meta.cancel()
-                return
+            now = time.monotonic()
+            for ex, (meta, sending) in list(self._live.items()):
+                if now - ex.active > self._read_timeout + (0.0 if ex.answered else sending):
+                    ex.stalled = True
+                    del self._live[ex]
+                    meta.cancel()
 
     def _error(self, op: str, key: str, ex: _Exchange) -> StoreError:
         status = ex.status or 0
