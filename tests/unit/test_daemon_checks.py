@@ -100,3 +100,15 @@ def test_ranged_gets_through_the_crt_only_for_a_near_server():
         store = _PlaneStore()
         choose_read_plane(store, Config(store=StoreConfig(data_plane=plane)), seconds)
         assert store.read_plane == expect, (plane, seconds)
+
+
+def test_a_far_server_gets_bigger_read_chunks_unless_chunk_size_is_set():
+    from s3pvefs.config import ReadConfig
+    from s3pvefs.daemon import FAR_CHUNK_SIZE, NEAR_SERVER, with_chunk_size_for_distance
+    default = Config()
+    assert with_chunk_size_for_distance(default, NEAR_SERVER / 3) is default
+    far = with_chunk_size_for_distance(default, 0.030)
+    assert far.read.chunk_size == FAR_CHUNK_SIZE > default.read.chunk_size
+    assert far.read.max_readahead_chunks == default.read.max_readahead_chunks and far.store == default.store
+    chosen = Config(read=ReadConfig(chunk_size=4 << 20))
+    assert with_chunk_size_for_distance(chosen, 0.030).read.chunk_size == 4 << 20
