@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import socket
@@ -551,15 +552,17 @@ async def step_copy(p: Probe) -> str:
 
 
 async def step_checksum(p: Probe) -> str:
-    """With checksum_algorithm = crc32c: a PUT whose x-amz-checksum-crc32c is wrong must
-    be refused, or a body corrupted on the way would be stored (older servers, e.g. Ceph
-    RGW before 19, ignore the header). Content-MD5 (md5) every S3 server checks."""
+    """The checksum every body carries must be checked by the server, or a body corrupted
+    on the way would be stored. Content-MD5 (md5) every S3 server checks. crc32c: a PUT
+    whose x-amz-checksum-crc32c is wrong must be refused (Ceph RGW before 19 ignores
+    the header). content_md5 = false: a part whose body is not the one its signed
+    x-amz-content-sha256 names must be refused (moto, for one, stores it)."""
     s = p.config.store
+    key = f"{p.key}-checksum"
     if not s.content_md5:
-        raise Skipped("content_md5 = false: each body's SHA-256 is signed instead of a checksum header")
+        return await _signed_sha256_checked(p, key)
     if s.checksum_algorithm != "crc32c":
         raise Skipped("checksum_algorithm = md5: Content-MD5, which every S3 server checks")
-    key = f"{p.key}-checksum"
     p.created.add(key)
     try:
         await p.store._call("put_object", key, Key=key, Body=b"s3pvefs checksum probe", ChecksumCRC32C="AAAAAA==")
@@ -570,6 +573,25 @@ async def step_checksum(p: Probe) -> str:
         raise
     raise Failed("the server stored a body whose x-amz-checksum-crc32c was wrong",
                  "it does not check CRC32C: set checksum_algorithm = md5")
+
+
+async def _signed_sha256_checked(p: Probe, key: str) -> str:
+    plane = getattr(p.store, "_plane", None)  # the CRT signs whatever hash it is given
+    if plane is None:
+        raise Skipped("content_md5 = false: each body's SHA-256 is signed (data_plane = python: not probed)")
+    upload = await p.store.create_multipart(key, {})
+    try:
+        await plane.upload_part(key, upload, 1, b"s3pvefs checksum probe", None,
+                                body_sha256=hashlib.sha256(b"another body").hexdigest())
+    except StoreError as e:
+        if e.code in ("XAmzContentSHA256Mismatch", "BadDigest", "InvalidDigest", "400"):
+            return f"a part whose body differs from its signed SHA-256 was refused ({e.code})"
+        raise
+    finally:
+        with contextlib.suppress(StoreError):
+            await p.store.abort_multipart(key, upload)
+    raise Failed("the server stored a part whose body differs from its signed SHA-256",
+                 "it does not check the signed body hash: set content_md5 = true")
 
 
 async def step_delete(p: Probe) -> str:

@@ -84,6 +84,18 @@ def test_crc32c_on_a_server_that_does_not_check_it_fails_with_the_remedy(s3_serv
     assert keys(s3, bucket) == ["pve/dump/keep.txt"]  # the probe with the wrong CRC was removed
 
 
+def test_signed_sha256_on_a_server_that_does_not_check_it_fails_with_the_remedy(s3_server, s3, bucket):
+    """content_md5 = false (the ceph preset) leaves each body to its signed SHA-256:
+    safe only where the server compares it with the body. moto does not, and check
+    says so; nothing of the probe's upload is left."""
+    r = check(s3_server, f"{bucket}/pve", "-o", "content_md5=false")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert statuses(r)["checksum checked"] == "FAIL"
+    assert "set content_md5 = true" in line_of(r, "checksum checked")
+    assert keys(s3, bucket) == ["pve/dump/keep.txt"]
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
 def test_versioning_lock_and_lifecycle_are_reported(s3_server, s3):
     """What renames and deletes leave behind: a versioned bucket without a rule for
     noncurrent versions is named, with the rules that fix it; Object Lock is seen; sse
