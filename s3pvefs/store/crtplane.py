@@ -119,6 +119,8 @@ class _Exchange:
         self.answered = False  # headers came
         self.active = time.monotonic()  # last sign of life (CRT threads write it)
         self.stalled = False
+        self.meta = None  # the CRT's request, for the watchdog to cancel
+        self.sending = 0.0  # seconds its body may take to go before any answer (min_transfer_rate)
         self._lock = threading.Lock()
 
     def on_headers(self, status_code, headers, **_):
@@ -177,7 +179,7 @@ class CrtDataPlane:
         self.extra_headers: list[tuple[str, str]] = []
         self._read_timeout = read_timeout
         self._min_rate = min_transfer_rate
-        self._live: dict[_Exchange, tuple[object, float]] = {}  # requests under way -> (CRT request, seconds to send)
+        self._live: set[_Exchange] = set()  # requests under way, for the watchdog
         self._watchdog_of: trio.lowlevel.TrioToken | None = None
         self._skew_of = skew_of or (lambda err, headers: None)
         elg = crtio.EventLoopGroup(0)
@@ -232,8 +234,9 @@ class CrtDataPlane:
             request=request, **kind,
             signing_config=self._signing.replace(signed_body_value=body_sha256) if body_sha256 else self._signing,
             on_headers=ex.on_headers, on_body=ex.on_body if into is not None else None, on_done=ex.on_done)
-        # Before the answer, the body must have had time to go at min_transfer_rate.
-        self._watched(ex, meta, len(body) / self._min_rate if body is not None else 0.0)
+        ex.meta = meta
+        ex.sending = len(body) / self._min_rate if body is not None else 0.0
+        self._watched(ex)
         try:
             await ex.done.wait()
         except BaseException:  # cancelled (deadline, unmount): stop it, then let it end
@@ -242,7 +245,7 @@ class CrtDataPlane:
                 await ex.done.wait()
             raise
         finally:
-            self._live.pop(ex, None)
+            self._live.discard(ex)
         if ex.stalled:
             raise StoreError(f"{_LABEL[op]} {key}: S3 went silent for {self._read_timeout:g} s (read_timeout)",
                              code="ReadTimeout", transient=True)
@@ -250,10 +253,10 @@ class CrtDataPlane:
             raise self._error(op, key, ex) from None
         return ex
 
-    def _watched(self, ex: _Exchange, meta, sending: float) -> None:
+    def _watched(self, ex: _Exchange) -> None:
         """Under the watchdog until its answer is done. One task watches every request
         (a task per request cost a tenth of the daemon's CPU in a content view)."""
-        self._live[ex] = (meta, sending)
+        self._live.add(ex)
         token = trio.lowlevel.current_trio_token()
         if self._watchdog_of is not token:  # the first request of this trio run
             self._watchdog_of = token
@@ -265,11 +268,11 @@ class CrtDataPlane:
         while True:
             await trio.sleep(min(1.0, self._read_timeout / 4))
             now = time.monotonic()
-            for ex, (meta, sending) in list(self._live.items()):
-                if now - ex.active > self._read_timeout + (0.0 if ex.answered else sending):
+            for ex in list(self._live):
+                if now - ex.active > self._read_timeout + (0.0 if ex.answered else ex.sending):
                     ex.stalled = True
-                    del self._live[ex]
-                    meta.cancel()
+                    self._live.discard(ex)
+                    ex.meta.cancel()
 
     def _error(self, op: str, key: str, ex: _Exchange) -> StoreError:
         status = ex.status or 0
