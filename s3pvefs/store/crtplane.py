@@ -246,6 +246,9 @@ class CrtDataPlane:
             raise
         finally:
             self._live.discard(ex)
+            # meta holds ex's callbacks: without this cycle broken, each request (and the
+            # part body it sent) would wait for the cycle collector (RSS +2 GiB in the soak)
+            ex.meta = None
         if ex.stalled:
             raise StoreError(f"{_LABEL[op]} {key}: S3 went silent for {self._read_timeout:g} s (read_timeout)",
                              code="ReadTimeout", transient=True)
