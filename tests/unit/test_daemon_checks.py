@@ -112,3 +112,42 @@ def test_a_far_server_gets_bigger_read_chunks_unless_chunk_size_is_set():
     assert far.read.max_readahead_chunks == default.read.max_readahead_chunks and far.store == default.store
     chosen = Config(read=ReadConfig(chunk_size=4 << 20))
     assert with_chunk_size_for_distance(chosen, 0.030).read.chunk_size == 4 << 20
+
+
+class _TimedStore:
+    """check_bucket takes the given seconds in turn, or fails where an error is given."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def check_bucket(self):
+        import trio
+        answer = self.answers[self.calls]
+        self.calls += 1
+        if isinstance(answer, Exception):
+            raise answer
+        await trio.sleep(answer)
+
+
+def test_the_distance_is_a_request_on_an_open_connection_not_the_first():
+    # The mount's first HeadBucket also opens the connection and sets aiobotocore up:
+    # 24-31 ms against Ceph on loopback. Alone it took a near server for a far one.
+    import trio
+    import trio.testing
+    from s3pvefs.daemon import NEAR_SERVER, round_trip
+
+    async def distance(first, store):
+        return await round_trip(store, first)
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    near = _TimedStore(0.004, 0.003)
+    seconds = trio.run(distance, 0.026, near, clock=clock)
+    assert seconds == pytest.approx(0.003) and seconds < NEAR_SERVER and near.calls == 2
+    far = _TimedStore(0.031, 0.034)
+    seconds = trio.run(distance, 0.080, far, clock=clock)
+    assert seconds == pytest.approx(0.031) and seconds > NEAR_SERVER
+    failing = _TimedStore(0.002, RuntimeError("connection reset"))
+    assert trio.run(distance, 0.026, failing, clock=clock) == pytest.approx(0.002)
+    broken = _TimedStore(RuntimeError("connection reset"))
+    assert trio.run(distance, 0.026, broken, clock=clock) == pytest.approx(0.026) and broken.calls == 1
