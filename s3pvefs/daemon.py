@@ -125,8 +125,9 @@ async def give_freed_memory_back(budget) -> None:
 
 
 # Ranged GETs through the CRT only for a near server: on this project's benchmark host the
-# CRT's GETs were a third faster than aiobotocore's on loopback but reached 72-92 MiB/s
-# 30 ms away, where aiobotocore's reached 210 (docs/PERFORMANCE.md).
+# CRT's GETs read 540-620 MiB/s on loopback at 1.2-1.4 CPU-s per GiB, aiobotocore's 440 at
+# 2.1; 30 ms away the first read of a fresh mount through the CRT got 117-153 MiB/s,
+# aiobotocore's 320-352 (docs/PERFORMANCE.md).
 NEAR_SERVER = 0.015  # seconds for a HeadBucket on an open connection
 
 
