@@ -36,6 +36,8 @@ class _Chunk:
     error: Exception | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     charged: int = 0  # bytes charged to the read budget
+    readers: int = 0  # reads using it now: dropped meanwhile, it is let go when they end
+    dropped: bool = False
 
 
 class Prefetcher:
@@ -57,6 +59,7 @@ class Prefetcher:
         # Chunk buffers of dropped chunks, filled again by the next GETs: fresh 8 MiB
         # buffers cost page faults and zeroing, a third of the CPU of a sequential read.
         self._free: list[bytearray] = []
+        self._closed = False
 
     async def read(self, offset: int, size: int) -> bytes:
         end = min(offset + size, self.size)
@@ -80,19 +83,31 @@ class Prefetcher:
         for i in range(first, min(last + self._window, last_chunk) + 1):
             if i not in self._chunks and not self._start(i, needed=i <= last):
                 break  # the read budget is used up: no further read-ahead for now
-        parts = []
-        for i in range(first, last + 1):
-            chunk = self._chunks[i]
-            await chunk.done.wait()
-            if chunk.error is not None:
-                self._drop(lambda j: j == i)
-                raise chunk.error
-            lo = max(offset, i * c) - i * c
-            hi = min(end, (i + 1) * c) - i * c
-            parts.append(memoryview(chunk.data)[lo:hi])
-        self._next = end
-        # One chunk: a view of it, no copy (pyfuse3 sends any buffer to the kernel as is).
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        # Another read (the kernel has several in flight) may drop these chunks while this
+        # one waits: a chunk in use is neither cancelled nor its buffer refilled until
+        # every read using it has ended (a refilled buffer would hand it other bytes).
+        using = [self._chunks[i] for i in range(first, last + 1)]
+        for chunk in using:
+            chunk.readers += 1
+        try:
+            parts = []
+            for i, chunk in enumerate(using, first):
+                await chunk.done.wait()
+                if chunk.error is not None:
+                    self._drop(lambda j: self._chunks.get(j) is chunk)
+                    raise chunk.error
+                lo = max(offset, i * c) - i * c
+                hi = min(end, (i + 1) * c) - i * c
+                parts.append(memoryview(chunk.data)[lo:hi])
+            self._next = end
+            # One chunk: a view of it, no copy (pyfuse3 sends any buffer to the kernel as
+            # is, before any other task runs: the buffer is not refilled before that).
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        finally:
+            for chunk in using:
+                chunk.readers -= 1
+                if chunk.dropped and not chunk.readers:
+                    self._let_go(chunk)
 
     def _start(self, index: int, needed: bool) -> bool:
         c = self._cfg.chunk_size
@@ -124,15 +139,21 @@ class Prefetcher:
     def _drop(self, which: Callable[[int], bool]) -> None:
         for i in [i for i in self._chunks if which(i)]:
             chunk = self._chunks.pop(i)
-            chunk.scope.cancel()
-            if chunk.buffer is not None and len(self._free) < _KEEP_FREE:
-                # Nothing else views it: a read's view went to the kernel before this drop.
-                chunk.data, buffer, chunk.buffer = b"", chunk.buffer, None
-                self._free.append(buffer)
-            if chunk.charged and self._budget is not None:
-                self._budget.release(chunk.charged)
-                chunk.charged = 0
+            chunk.dropped = True
+            if not chunk.readers:
+                self._let_go(chunk)
+
+    def _let_go(self, chunk: _Chunk) -> None:
+        chunk.scope.cancel()
+        if chunk.buffer is not None and len(self._free) < _KEEP_FREE and not self._closed:
+            # Nothing else views it: a read's view went to the kernel before this.
+            chunk.data, buffer, chunk.buffer = b"", chunk.buffer, None
+            self._free.append(buffer)
+        if chunk.charged and self._budget is not None:
+            self._budget.release(chunk.charged)
+            chunk.charged = 0
 
     def close(self) -> None:
+        self._closed = True
         self._drop(lambda i: True)
         self._free.clear()

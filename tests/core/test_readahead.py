@@ -122,3 +122,56 @@ def test_reads_carry_the_etag_and_switch_whole_to_a_replacement(run):
         await fs.release(fh)
 
     run(body, read=ReadConfig(chunk_size=MiB, max_readahead_chunks=1))
+
+
+class _FillingStore:
+    """A store whose GETs fill the caller's buffer, as the CRT plane's do (the prefetcher
+    then reuses chunk buffers), each after the delay given for its chunk."""
+
+    fills_buffers = True
+
+    def __init__(self, data: bytes, chunk: int, delays: dict[int, float]):
+        self.data, self.chunk, self.delays = data, chunk, delays
+
+    async def get_range(self, key, start, end, etag=None, into=None):
+        import trio
+        await trio.sleep(self.delays.get(start // self.chunk, 0))
+        into[:end - start] = self.data[start:end]
+        return memoryview(into)[:end - start]
+
+
+@pytest.mark.parametrize("slow_chunk", [0.0, 0.5])
+def test_a_read_keeps_its_chunk_when_a_concurrent_read_moves_past_it(slow_chunk):
+    # The kernel has several reads of a file in flight: a read of chunk 2 arriving while
+    # a read of chunk 1 waits used to drop chunk 1 under it: cancelled (EIO) when its GET
+    # was still running, or its buffer refilled with other bytes (a wrong read, seen as
+    # a wrong sha256 under faults on a real mount) when the GET had just ended.
+    import trio
+    from s3pvefs.read.prefetcher import Prefetcher
+    chunk = MiB
+    data = random.Random(3).randbytes(6 * chunk)
+    store = _FillingStore(data, chunk, {1: slow_chunk})
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            p = Prefetcher(store, lambda: "pve/f", len(data), ReadConfig(chunk_size=chunk, max_readahead_chunks=4),
+                           nursery)
+            assert bytes(await p.read(0, chunk)) == data[:chunk]
+            got = {}
+
+            async def read(name, offset, size):
+                got[name] = bytes(await p.read(offset, size))
+
+            async with trio.open_nursery() as readers:
+                readers.start_soon(read, "a", chunk + 4096, 128 * 1024)
+                await trio.sleep(0)
+                readers.start_soon(read, "b", 2 * chunk, 128 * 1024)
+            # the buffers the drops gave back are refilled by later chunks meanwhile
+            for offset in range(2 * chunk + 128 * 1024, len(data), 128 * 1024):
+                assert bytes(await p.read(offset, 128 * 1024)) == data[offset:offset + 128 * 1024]
+            p.close()
+            nursery.cancel_scope.cancel()
+        assert got["a"] == data[chunk + 4096:chunk + 4096 + 128 * 1024]
+        assert got["b"] == data[2 * chunk:2 * chunk + 128 * 1024]
+
+    trio.run(main)
