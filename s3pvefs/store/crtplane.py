@@ -142,6 +142,13 @@ class _Exchange:
             self.received = at + n
             self.active = time.monotonic()
 
+    def let_go(self) -> None:
+        """The caller is done with the buffer: a cancelled request the CRT did not end
+        within the grace may still call on_body, and must not write into a buffer that
+        the next attempt (or the next chunk) fills."""
+        with self._lock:
+            self.into = None
+
     def on_done(self, error, error_headers, error_body, status_code, **_):
         self.error = error
         self.error_headers = {k.lower(): v for k, v in (error_headers or [])}
@@ -249,6 +256,7 @@ class CrtDataPlane:
             # meta holds ex's callbacks: without this cycle broken, each request (and the
             # part body it sent) would wait for the cycle collector (RSS +2 GiB in the soak)
             ex.meta = None
+            ex.let_go()
         if ex.stalled:
             raise StoreError(f"{_LABEL[op]} {key}: S3 went silent for {self._read_timeout:g} s (read_timeout)",
                              code="ReadTimeout", transient=True)
