@@ -6,7 +6,7 @@ import os
 import random
 
 import pytest
-
+import trio
 
 from s3pvefs.config import MiB, ReadConfig, WriteConfig
 from s3pvefs.errors import Stale
@@ -134,7 +134,6 @@ class _FillingStore:
         self.data, self.chunk, self.delays = data, chunk, delays
 
     async def get_range(self, key, start, end, etag=None, into=None):
-        import trio
         await trio.sleep(self.delays.get(start // self.chunk, 0))
         into[:end - start] = self.data[start:end]
         return memoryview(into)[:end - start]
@@ -146,7 +145,6 @@ def test_a_read_keeps_its_chunk_when_a_concurrent_read_moves_past_it(slow_chunk)
     # a read of chunk 1 waits used to drop chunk 1 under it: cancelled (EIO) when its GET
     # was still running, or its buffer refilled with other bytes (a wrong read, seen as
     # a wrong sha256 under faults on a real mount) when the GET had just ended.
-    import trio
     from s3pvefs.read.prefetcher import Prefetcher
     chunk = MiB
     data = random.Random(3).randbytes(6 * chunk)
