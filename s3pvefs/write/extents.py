@@ -2,6 +2,9 @@
 
 The sparse cache keeps two of them per file (bytes held locally, bytes written since
 the last commit); a VM disk touched at a few thousand places stays a short list.
+Their byte total is kept as ranges come and go: the cache asks for it on every write,
+and summing tens of thousands of ranges each time made scattered 4 KiB writes slow
+down as the disk filled (1.8 ms each after 15,000).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ class Extents:
     def __init__(self, ranges: Iterable[tuple[int, int]] = ()):
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._total = 0
         for start, end in ranges:
             self.add(start, end)
 
@@ -35,11 +39,19 @@ class Extents:
     def copy(self) -> Extents:
         e = Extents()
         e._starts, e._ends = list(self._starts), list(self._ends)
+        e._total = self._total
         return e
 
     @property
     def total(self) -> int:
-        return sum(e - s for s, e in self)
+        return self._total
+
+    def _replace(self, i: int, j: int, starts: list[int], ends: list[int]) -> None:
+        """Ranges i..j-1 become the given ones (the lists are short: the total is
+        adjusted by what leaves and what comes)."""
+        self._total += sum(ends) - sum(starts) - sum(self._ends[i:j]) + sum(self._starts[i:j])
+        self._starts[i:j] = starts
+        self._ends[i:j] = ends
 
     def add(self, start: int, end: int) -> None:
         if end <= start:
@@ -50,8 +62,7 @@ class Extents:
         if i < j:
             start = min(start, self._starts[i])
             end = max(end, self._ends[j - 1])
-        self._starts[i:j] = [start]
-        self._ends[i:j] = [end]
+        self._replace(i, j, [start], [end])
 
     def remove(self, start: int, end: int) -> None:
         if end <= start:
@@ -67,8 +78,7 @@ class Extents:
         if self._ends[j - 1] > end:
             keep_s.append(end)
             keep_e.append(self._ends[j - 1])
-        self._starts[i:j] = keep_s
-        self._ends[i:j] = keep_e
+        self._replace(i, j, keep_s, keep_e)
 
     def overlapping(self, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of the set inside [start, end)."""
