@@ -195,3 +195,16 @@ def test_any_headers_decode_to_attributes_the_kernel_can_take(meta, kind, last_m
         if not ok:
             assert getattr(s, name) == default  # malformed or out of range: the mount's default
     entry_attributes(5, s, CacheConfig())  # pyfuse3's structures take it (no OverflowError)
+
+
+def test_with_is_a_changed_copy_as_dataclasses_replace_makes():
+    import dataclasses
+    s = new_stat(FILE, 0o640, 5, 6, t_ns=1_700_000_000_000_000_007)
+    changed = s.with_(size=9, mtime_ns=11)
+    assert changed == dataclasses.replace(s, size=9, mtime_ns=11)
+    assert hash(changed) == hash(dataclasses.replace(s, size=9, mtime_ns=11))
+    assert s.size == 0 and s.mtime_ns == 1_700_000_000_000_000_007  # the original stays
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.size = 1
+    with pytest.raises(TypeError, match="sizee"):
+        s.with_(sizee=1)
