@@ -66,10 +66,14 @@ class FsStat:
     name_max: int = 255
 
 
-# A file grown past its data by more than this (truncate -s 2T) is committed in the
-# background, at its close or its handle-less truncate: its server-side copies of zeros
-# can take minutes, which nothing could interrupt (pyfuse3 answers no FUSE interrupt).
-BACKGROUND_GROWTH = 16 << 30
+# A file grown past its data by more than this (truncate -s 2T, qemu-img create -f raw
+# 32G) is committed in a task of its own, at its close or its handle-less truncate, and
+# the caller waits GROWTH_WAIT seconds at most for it: its server-side copies of zeros can
+# take minutes (Ceph copies them physically, ~230 MiB/s on loopback), during which nothing
+# could interrupt the caller (pyfuse3 answers no FUSE interrupt). Past that the commit
+# goes on in the background, listed by `s3pvefs status`, kept and retried on failure.
+BACKGROUND_GROWTH = 512 << 20
+GROWTH_WAIT = 10.0
 DIR_TIMES_AT_EXIT = 5.0  # seconds the unmount gives pending directory times
 
 
@@ -222,11 +226,17 @@ class Filesystem:
                     h.prefetcher.close()  # a reader here sees what was written here
                     h.prefetcher = None
 
-    def _commit_later(self, inode: Inode, data: FileData) -> None:
+    async def _commit_grown(self, inode: Inode, data: FileData) -> None:
+        """Commit a far-grown file, waiting GROWTH_WAIT at most (see BACKGROUND_GROWTH)."""
+        ended = trio.Event()
         data.in_background = True  # from now: a release must not wait for it
-        self._nursery.start_soon(self._commit_in_background, inode, data)
+        self._nursery.start_soon(self._commit_in_background, inode, data, ended)
+        with trio.move_on_after(GROWTH_WAIT):
+            await ended.wait()
+        if not ended.is_set():
+            log.info("%s: committing its growth goes on in the background", data.path)
 
-    async def _commit_in_background(self, inode: Inode, data: FileData) -> None:
+    async def _commit_in_background(self, inode: Inode, data: FileData, ended: trio.Event) -> None:
         try:
             if data.dirty and data.attached:
                 await data.commit()
@@ -236,6 +246,7 @@ class Filesystem:
             self._keep_trying(inode, data)
         finally:
             data.in_background = False
+            ended.set()
             if self.files.get(inode.ino) is data:
                 self._drop_data(inode)
 
@@ -345,10 +356,7 @@ class Filesystem:
             data.stream.explicit_times = True
         data.touch(data.stat.with_(**changes))
         if inode.open_handles == 0 and size is not None and data.hole_bytes() > BACKGROUND_GROWTH:
-            # `truncate -s 1T`: a commit of many server-side copies that nothing could
-            # interrupt (pyfuse3 answers no FUSE interrupt): done in the background,
-            # listed by `s3pvefs status` until it is stored, kept and retried on failure.
-            self._commit_later(inode, data)
+            await self._commit_grown(inode, data)  # `truncate -s 1T`: see BACKGROUND_GROWTH
             return data.stat
         if inode.open_handles == 0:  # nobody will close it: commit now
             try:
@@ -599,7 +607,7 @@ class Filesystem:
         if data is None or not h.writable or (h.created and data.untouched_new):
             return  # a reader's close commits nothing (nor fails for what a writer left pending)
         if data.hole_bytes() > BACKGROUND_GROWTH:  # `truncate -s 2T` opens and ftruncates
-            self._commit_later(h.inode, data)
+            await self._commit_grown(h.inode, data)
             return
         try:
             await data.commit()

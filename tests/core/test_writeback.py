@@ -418,10 +418,12 @@ def test_data_a_last_close_could_not_commit_is_committed_at_the_next_mount(tmp_p
 
 
 def test_growing_a_file_far_without_a_handle_commits_in_the_background(run, monkeypatch):
-    """`truncate -s 2T`: the caller gets its answer at once (nothing could interrupt a
-    long commit); the file is listed as pending until stored, and its size shows at once."""
+    """`truncate -s 2T`: the caller gets its answer after GROWTH_WAIT at most (nothing
+    could interrupt a long commit); the file is listed as pending until stored, and its
+    size shows at once."""
     from s3pvefs.fs import filesystem
     monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
+    monkeypatch.setattr(filesystem, "GROWTH_WAIT", 0.3)
 
     async def body(fs, store):
         await store.put("pve/small", b"hello\n", {"mode": "33188"})
@@ -446,9 +448,11 @@ def test_growing_a_file_far_without_a_handle_commits_in_the_background(run, monk
 
 
 def test_closing_a_file_grown_far_commits_in_the_background(run, monkeypatch):
-    """coreutils `truncate -s 2T f` opens f and ftruncates: its close returns at once too."""
+    """coreutils `truncate -s 2T f` opens f and ftruncates: its close returns after
+    GROWTH_WAIT at most too."""
     from s3pvefs.fs import filesystem
     monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
+    monkeypatch.setattr(filesystem, "GROWTH_WAIT", 0.3)
 
     async def body(fs, store):
         await store.put("pve/small", b"hello\n", {"mode": "33188"})
@@ -467,5 +471,27 @@ def test_closing_a_file_grown_far_commits_in_the_background(run, monkeypatch):
             await trio.sleep(0.01)
         obj = store.objects["pve/small"].data
         assert len(obj) == 100 * MiB and obj[:6] == b"hello\n" and obj.count(0) == 100 * MiB - 6
+
+    run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
+
+
+def test_a_growth_the_server_copies_quickly_is_stored_when_the_caller_returns(run, monkeypatch):
+    """The wait is a bound, not a delay: on a server that copies fast, `truncate -s` and the
+    close of `qemu-img create` return once the object has its new size, as before."""
+    from s3pvefs.fs import filesystem
+    monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
+
+    async def body(fs, store):
+        await store.put("pve/small", b"hello\n", {"mode": "33188"})
+        inode, _ = await fs.lookup(ROOT, b"small")
+        t0 = trio.current_time()
+        await fs.setattr(inode.ino, size=100 * MiB)
+        assert len(store.objects["pve/small"].data) == 100 * MiB and not fs.pending_files()
+        inode, fh = await open_rw(fs, b"small")
+        await fs.setattr(inode.ino, size=200 * MiB)
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert len(store.objects["pve/small"].data) == 200 * MiB and not fs.pending_files()
+        assert trio.current_time() - t0 < filesystem.GROWTH_WAIT
 
     run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))

@@ -8,6 +8,7 @@ Run with `./scripts/test.sh -m slow` (starts a throwaway Ceph under
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from s3pvefs.config import StoreConfig
 from s3pvefs.errors import StoreError
 from s3pvefs.store import s3 as s3mod
 from s3pvefs.write.parts import stream_part_size
-from tests.mount.conftest import ACCESS_KEY, SECRET_KEY
+from s3pvefs.fs.filesystem import GROWTH_WAIT
+from tests.mount.conftest import ACCESS_KEY, SECRET_KEY, run_cli
 from tests.mount.test_streaming import (assert_no_uploads, daemon_pid, disk_write_bytes, parts_count,
                                         proc_status_kib, streamed_parts)
 
@@ -128,3 +130,39 @@ def test_6_gib_file_streamed_renamed_server_side_and_read_back(ceph_mount, tmp_p
     print(f"\n6 GiB on Ceph RGW: write {size / MiB / write_s:.0f} MiB/s, peak RSS {peak_kib / 1024:.0f} MiB "
           f"(at mount {base_kib / 1024:.0f}), local disk {disk_written} B; rename {rename_s:.1f} s; "
           f"read {size / MiB / read_s:.0f} MiB/s")
+
+
+def test_a_far_growth_returns_within_its_wait_and_is_stored_in_the_background(ceph_mount):
+    """`truncate -s 4G` of a small file: Ceph copies the zeros physically (~230 MiB/s on
+    loopback), longer than the caller may wait where nothing can interrupt it. The call
+    returns after GROWTH_WAIT at most, the size shows at once, `status` lists the file
+    until it is stored, and the object then holds the bytes and the zeros."""
+    m = ceph_mount()
+    with open(m.path("vm-100-disk-0.raw"), "wb") as f:
+        f.write(b"hello\n")
+    t0 = time.monotonic()
+    subprocess.run(["truncate", "-s", "4G", m.path("vm-100-disk-0.raw")], check=True, timeout=600)
+    took = time.monotonic() - t0
+    assert os.stat(m.path("vm-100-disk-0.raw")).st_size == 4 * GiB
+    assert took < GROWTH_WAIT + 5, f"truncate -s 4G held its caller {took:.1f} s"
+    listed, t1 = False, time.monotonic()
+    while time.monotonic() - t1 < 600:
+        r = run_cli("status", m.mp, "--json", "--once")
+        assert r.returncode == 0, r.stderr
+        pending = [f["path"] for f in json.loads(r.stdout)["files"]]
+        if "vm-100-disk-0.raw" in pending:
+            listed = True
+        elif m.head("vm-100-disk-0.raw")["ContentLength"] == 4 * GiB:
+            break
+        time.sleep(1)
+    stored = time.monotonic() - t0
+    assert m.head("vm-100-disk-0.raw")["ContentLength"] == 4 * GiB
+    assert listed or stored < GROWTH_WAIT + 5, "a commit past the wait was not listed by status"
+    body = m.s3.get_object(Bucket=m.bucket, Key=m.key("vm-100-disk-0.raw"), Range="bytes=0-1048575")["Body"].read()
+    assert body == b"hello\n" + bytes(MiB - 6)
+    tail = m.s3.get_object(Bucket=m.bucket, Key=m.key("vm-100-disk-0.raw"),
+                           Range=f"bytes={4 * GiB - MiB}-{4 * GiB - 1}")["Body"].read()
+    assert tail == bytes(MiB)
+    print(f"\ntruncate -s 4G on Ceph RGW: returned in {took:.1f} s, stored after {stored:.1f} s "
+          f"(listed by status meanwhile: {listed})")
+    os.unlink(m.path("vm-100-disk-0.raw"))
