@@ -270,9 +270,10 @@ class SparseFile:
         while missing := [(s, e) for s, e in edges if s < e and not self.valid.covers(s, e)]:
             if whole:
                 await self._fill(0, self.base_end, fetch)
-            for edge_start, edge_end in [] if whole else missing:
-                window = edge_start - edge_start % window_size
-                await self._fill(window, min(max(window + window_size, edge_end), self.base_end), fetch)
+            else:
+                for edge_start, edge_end in missing:
+                    window = edge_start - edge_start % window_size
+                    await self._fill(window, min(max(window + window_size, edge_end), self.base_end), fetch)
             window_size, whole = self.block, False
         try:
             self._pwrite(offset, data)
