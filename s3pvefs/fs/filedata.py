@@ -51,7 +51,7 @@ from s3pvefs.write.stream import StreamedFile
 from s3pvefs.write.resume import Suspended
 from s3pvefs.write.uploader import copy_object
 from s3pvefs.write.uploadlog import UploadLog
-from s3pvefs.write.writeback import upload_sparse, whole_base_below
+from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +356,7 @@ class FileData:
         """A write-back cache over the object at the key (base_size None: none)."""
         return SparseFile(self.ctx.writeback_dir, key=self.key, path=self.path or "",
                           base_size=base_size or 0, base_etag=base_etag if base_size is not None else None,
-                          size=size, metadata=encode_metadata(self.stat), fill_size=self.ctx.cfg.cache.fill_size,
-                          whole_base_below=whole_base_below(self.ctx.cfg.write))
+                          size=size, metadata=encode_metadata(self.stat), fill_size=self.ctx.cfg.cache.fill_size)
 
     async def _cached(self) -> SparseFile:
         """The file's write-back cache, started over its object if there is none yet."""

@@ -62,7 +62,7 @@ def ensure_private_dir(directory: str) -> None:
 class SparseFile:
     def __init__(self, directory: str, *, key: str | None, path: str, base_size: int,
                  base_etag: str | None, size: int, metadata: dict[str, str], fill_size: int,
-                 name: str | None = None, whole_base_below: int = 0):
+                 name: str | None = None):
         ensure_private_dir(directory)
         self.name = name or f"{os.getpid()}-{next(_ids)}-{uuid.uuid4().hex[:8]}"
         self.data_path = os.path.join(directory, self.name + ".data")
@@ -74,10 +74,6 @@ class SparseFile:
             raise FsError(f"cannot create cache file in {directory}: {e.strerror}", err=e.errno) from None
         self.block = max(4096, st.st_blksize)
         self.fill_size = max(self.block, fill_size // self.block * self.block)
-        # A base this small is sent whole by the commit (one PUT): the first write that
-        # needs any of it fetches all of it, one GET instead of one per fill_size and
-        # another at close.
-        self.whole_base_below = whole_base_below
         self.key, self.path = key, path
         self.base_size, self.base_etag = base_size, base_etag
         self.base_end = base_size
@@ -104,7 +100,6 @@ class SparseFile:
         s.journal_path = os.path.join(directory, name + ".json")
         s.fd = os.open(s.data_path, os.O_RDWR | os.O_CLOEXEC)
         s.block = s.fill_size = record.get("block", 4096)
-        s.whole_base_below = 0
         s.key, s.path, s.metadata = record["key"], record["path"], record["metadata"]
         s.base_size, s.base_etag, s.base_end = record["base_size"], record["base_etag"], record["base_end"]
         s.size = os.fstat(s.fd).st_size
@@ -266,15 +261,12 @@ class SparseFile:
         # may have dropped a clean edge meanwhile (then only the edge blocks are fetched).
         head, tail = self._down(offset), self._up(end)
         edges = ((head, min(offset, self.base_end)), (end, min(tail, self.base_end)))
-        window_size, whole = self.fill_size, self.base_end < self.whole_base_below
+        window_size = self.fill_size
         while missing := [(s, e) for s, e in edges if s < e and not self.valid.covers(s, e)]:
-            if whole:
-                await self._fill(0, self.base_end, fetch)
-            else:
-                for edge_start, edge_end in missing:
-                    window = edge_start - edge_start % window_size
-                    await self._fill(window, min(max(window + window_size, edge_end), self.base_end), fetch)
-            window_size, whole = self.block, False
+            for edge_start, edge_end in missing:
+                window = edge_start - edge_start % window_size
+                await self._fill(window, min(max(window + window_size, edge_end), self.base_end), fetch)
+            window_size = self.block
         try:
             self._pwrite(offset, data)
         except FsError as e:

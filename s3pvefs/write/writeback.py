@@ -100,12 +100,6 @@ async def _charged(budget: MemoryBudget | None, n: int):
         budget.done_sending(n)
 
 
-def whole_base_below(cfg: WriteConfig) -> int:
-    """A base shorter than this is sent whole by upload_sparse: its windows are at least
-    min_part_size, and it copies the base only from two windows up."""
-    return 2 * cfg.min_part_size
-
-
 async def upload_sparse(store: ObjectStore, key: str, sparse: SparseFile, dirty: Extents,
                         metadata: dict[str, str], cfg: WriteConfig,
                         fetch_base: Callable[[int, int], Awaitable[bytes]],

@@ -62,32 +62,6 @@ def test_rewriting_1_mib_of_a_big_object_sends_about_one_part(run):
     run(body, store=store)
 
 
-def test_small_overwrites_of_a_small_object_fetch_its_base_once(run):
-    """`dd conv=notrunc bs=512` into an 8 MiB file: its commit is one PUT of all of it,
-    so the first write that cuts a block fetches the whole base (one GET), not a
-    fill_size window per edge plus the rest at close. A base of two part windows or more
-    still comes window by window (the test above)."""
-    store = MemoryStore()
-    data = big_object(store, size=8 * MiB)
-
-    async def body(fs, store):
-        inode, fh = await open_rw(fs, b"disk.raw")
-        store.reset_counts()
-        patch = os.urandom(MiB)
-        at = 3 * MiB + 1000 // 512 * 512  # cuts 4 KiB blocks, crosses a 1 MiB window edge
-        for off in range(0, MiB, 512):
-            await fs.write(fh, at + off, patch[off:off + 512])
-        data[at:at + MiB] = patch
-        assert store.calls["get"] == 1
-        await fs.flush(fh)
-        await fs.release(fh)
-        assert store.objects["pve/disk.raw"].data == bytes(data)
-        assert store.calls["get"] == 1, "the commit fetched the base again"
-        assert store.calls["put"] == 1
-
-    run(body, store=store)
-
-
 def test_random_writes_and_reads_match_a_model(run):
     store = MemoryStore()
     data = big_object(store, size=40 * MiB)

@@ -1,7 +1,7 @@
 """Small overwrites inside an existing file (`dd conv=notrunc` of 512 B, 1 KiB and
 4 KiB blocks: scripts that patch files in place, guests' sector writes): the base's
-bytes around the cut blocks come fill_size (1 MiB) at a time, or all at once for a
-file its commit sends whole, so rewriting 1 MiB costs a GET, not one per 4 KiB block. Printed beside s3fs on the same server, same run
+bytes around the cut blocks come fill_size (1 MiB) at a time, so rewriting 1 MiB costs
+a few GETs, not one per 4 KiB block. Printed beside s3fs on the same server, same run
 (the issue's target: within 1.5x of s3fs's time); the request counts are asserted."""
 
 from __future__ import annotations
@@ -56,9 +56,8 @@ def test_small_overwrites_cost_a_few_gets_and_match_s3fs(mount, s3fs_mount, tmp_
         assert hashlib.sha256(m.get(name)).hexdigest() == hashlib.sha256(want).hexdigest()
         assert m.get(f"s3fs-{name}") == bytes(want)
         figures.append((bs, ours, theirs, gets))
-        # its commit is one PUT of all 8 MiB: the base comes in one GET (at the first write
-        # that cuts a block, else at close), not one per 1 MiB window and the rest at close
-        assert gets == 1, f"bs={bs}: {gets} GETs for 1 MiB rewritten"
+        # the edges' windows (1 MiB each) and the rest of the object for the commit's PUT
+        assert gets <= 4, f"bs={bs}: {gets} GETs for 1 MiB rewritten"
     print("\n1 MiB rewritten in an 8 MiB file with dd conv=notrunc (moto, same run):")
     for bs, ours, theirs, gets in figures:
         print(f"  bs={bs:>4}: s3pvefs {ours:.2f} s ({gets} GETs), s3fs {theirs:.2f} s, ratio {ours / theirs:.2f}")
