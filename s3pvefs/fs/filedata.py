@@ -339,7 +339,7 @@ class FileData:
                                                 stream.committed)
                         try:
                             await self.ctx.space.make_room(len(stream.buf))
-                            await cache.write(stream.base, bytes(stream.buf), self._base_fetcher(cache))
+                            await cache.write(stream.base, stream.buf.join(), self._base_fetcher(cache))
                             cache.truncate(stream.end)
                         except BaseException:
                             cache.remove()

@@ -23,7 +23,9 @@ session tokens); they are handed to the CRT from memory, never logged.
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
 import re
 import threading
 import time
@@ -34,6 +36,7 @@ from urllib.parse import quote, urlsplit
 import trio
 
 from s3pvefs.errors import Changed, StoreError
+from s3pvefs.store.body import pieces_of
 
 try:
     from awscrt import auth, http, io as crtio, s3
@@ -68,10 +71,13 @@ class Place:
 
 
 class _BodyReader(io.RawIOBase):
-    """The CRT reads a request body through readinto: straight out of our buffer."""
+    """The CRT reads a request body through readinto: straight out of our buffers (a
+    streamed part's pieces, store/body.py), the one copy its bytes get in Python."""
 
     def __init__(self, data):
-        self._view = memoryview(data).cast("B")
+        self._views = [memoryview(piece).cast("B") for piece in pieces_of(data)]
+        self._starts = list(itertools.accumulate((len(v) for v in self._views), initial=0))
+        self._size = self._starts[-1]
         self._pos = 0
 
     def readable(self) -> bool:
@@ -81,13 +87,21 @@ class _BodyReader(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
-        n = min(len(b), len(self._view) - self._pos)
-        b[:n] = self._view[self._pos:self._pos + n]
-        self._pos += n
-        return n
+        want = min(len(b), self._size - self._pos)
+        done = 0
+        i = bisect.bisect_right(self._starts, self._pos) - 1
+        while done < want:
+            view = self._views[i]
+            at = self._pos + done - self._starts[i]
+            n = min(want - done, len(view) - at)
+            b[done:done + n] = view[at:at + n]
+            done += n
+            i += 1
+        self._pos += done
+        return done
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 

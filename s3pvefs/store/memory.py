@@ -164,7 +164,8 @@ class MemoryStore(ListAll):
         if upload_id not in self.uploads or self.uploads[upload_id].key != key:
             raise StoreError(f"NoSuchUpload: {upload_id}", code="NoSuchUpload")
         self.sent += len(body)
-        self.uploads[upload_id].parts[number] = bytes(body)
+        body = bytes(body)  # a streamed part comes as its pieces (write/pieces.py)
+        self.uploads[upload_id].parts[number] = body
         self.uploads[upload_id].last_part = time.time()
         return hashlib.md5(body).hexdigest()
 

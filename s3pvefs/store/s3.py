@@ -36,10 +36,11 @@ from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
 from s3pvefs.errors import Changed, Locked, StoreError
 from s3pvefs.store.bandwidth import Bandwidth
+from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
+from s3pvefs.store.body import pieces_of
 from s3pvefs.store.classes import ARCHIVED, StorageClasses
 from s3pvefs.store.encryption import Encryption
 from s3pvefs.store.objectlock import LockState, Placement, Retention
-from s3pvefs.store.base import ListAll, ListPage, MultipartUpload, ObjectInfo, PartEtag
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +150,26 @@ def skew_message(error: StoreError) -> str:
 _HASH_INLINE = 256 << 10  # smaller bodies are hashed on the loop: a thread hop costs more
 
 
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+def _md5_b64(data) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    for piece in pieces_of(data):
+        md5.update(piece)
+    return base64.b64encode(md5.digest()).decode()
 
 
 def _crc32c_b64(data) -> str:
     from awscrt.checksums import crc32c  # ~20 GB/s: on the loop, no thread hop
-    return base64.b64encode(crc32c(data).to_bytes(4, "big")).decode()
+    crc = 0
+    for piece in pieces_of(data):
+        crc = crc32c(piece, crc)
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _sha256_hex(data) -> str:
+    sha256 = hashlib.sha256()
+    for piece in pieces_of(data):
+        sha256.update(piece)
+    return sha256.hexdigest()
 
 
 async def _hash_off_the_loop(fn, data: bytes) -> str:
@@ -399,7 +409,8 @@ class S3Store(ListAll):
             return "x-amz-checksum-crc32c", _crc32c_b64(data)
         return "Content-MD5", await _content_md5(data)
 
-    async def _body(self, data: bytes) -> dict:
+    async def _body(self, data) -> dict:
+        data = bytes(data)  # a streamed part's pieces, joined: botocore sends one buffer
         self.bytes_sent += len(data)  # once per body, not per retry: what the file needed
         body = {"Body": _Body(data)}
         checksum = await self._checksum(data)

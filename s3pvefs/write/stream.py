@@ -37,8 +37,16 @@ import trio
 from s3pvefs.config import WriteConfig
 from s3pvefs.errors import FsError, StoreError
 from s3pvefs.store.base import ObjectStore, PartEtag
+from s3pvefs.store.body import Body
 from s3pvefs.write.budget import MemoryBudget
-from s3pvefs.write.parts import MAX_OBJECT, MAX_PARTS, MIN_PART, copy_ranges, stream_part_size
+from s3pvefs.write.parts import (
+    MAX_OBJECT,
+    MAX_PARTS,
+    MIN_PART,
+    copy_ranges,
+    stream_part_size,
+)
+from s3pvefs.write.pieces import Pieces
 from s3pvefs.write.uploader import copy_object
 from s3pvefs.write.window import InflightWindow
 
@@ -63,7 +71,7 @@ class _Upload:
     started: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
     copies: list[tuple[int, int, int]] = field(default_factory=list)  # (number, start, end) of the committed prefix
-    unsent: dict[int, bytes] = field(default_factory=dict)  # bodies of parts S3 did not store: kept, not lost
+    unsent: dict[int, Body] = field(default_factory=dict)  # bodies of parts S3 did not store: kept, not lost
 
 
 class StreamedFile:
@@ -74,7 +82,7 @@ class StreamedFile:
         # S3's smallest part but the last; tests configure smaller parts on the memory store
         self._min_part = min(MIN_PART, cfg.min_part_size)
         self.base = 0  # bytes before this are in S3 (parts sent, or the committed object)
-        self.buf = bytearray()  # bytes [base, base + len(buf))
+        self.buf = Pieces()  # bytes [base, base + len(buf)), as written: no copy until sent
         self.committed = 0  # size of the object this stream committed at the key; 0 = none
         self.explicit_times = False  # utimes while streaming: write the times after completion
         self._pending = False  # changed since the last commit
@@ -117,7 +125,7 @@ class StreamedFile:
             raise self.error
         if offset < self.base:
             return None
-        return self._copy(offset - self.base, offset - self.base + size)
+        return self.buf.copy(offset - self.base, offset - self.base + size)
 
     # ------------------------------------------------------------------ writing
     async def write(self, offset: int, data: bytes) -> bool:
@@ -141,7 +149,7 @@ class StreamedFile:
             self._budget.release(grow)
             return False
         i = offset - self.base
-        self.buf[i:i + len(data)] = data
+        self.buf.write(i, data)
         self._pending = True
         while len(self.buf) >= self._part_size() + self._cfg.reorder_window:
             await self._send(self._part_size())
@@ -156,7 +164,7 @@ class StreamedFile:
             return False  # an extension needs budget: let the write-back cache have it
         if size < self.end:
             cut = self.end - size
-            del self.buf[size - self.base:]
+            self.buf.truncate(size - self.base)
             self._budget.release(cut)
             self._pending = True
         return True
@@ -165,7 +173,7 @@ class StreamedFile:
         """Forget everything written (truncate to 0): the upload is aborted."""
         self._drop_upload()
         self._budget.release(len(self.buf))
-        self.buf = bytearray()
+        self.buf = Pieces()
         self.base = self.committed = 0  # the next commit replaces the object whole
         self._pending = True
 
@@ -199,8 +207,7 @@ class StreamedFile:
         if n <= 0:
             return
         upload = self._upload or self._begin_upload()
-        body = self._copy(0, n)
-        del self.buf[:n]
+        body = self.buf.take(n)
         self.base += n
         self._data_parts += 1
         number = upload.next_number
@@ -208,11 +215,6 @@ class StreamedFile:
         self._budget.start_sending(n)
         self._sending += 1
         self._nursery.start_soon(self._upload_part, upload, number, body)
-
-    def _copy(self, start: int, end: int) -> bytes:
-        # One copy (slicing the bytearray first would make two: parts are megabytes).
-        with memoryview(self.buf) as view:
-            return bytes(view[start:end])
 
     def flush_early(self) -> bool:
         """For the budget: send the buffer now as a shorter part, if S3 allows one."""
@@ -255,7 +257,7 @@ class StreamedFile:
             return
         upload.etags.append(PartEtag(number, etag))
 
-    async def _upload_part(self, upload: _Upload, number: int, body: bytes) -> None:
+    async def _upload_part(self, upload: _Upload, number: int, body: Body) -> None:
         stored = False
         try:
             await upload.started.wait()
@@ -294,7 +296,7 @@ class StreamedFile:
         except BaseException:
             self._budget.release(size)
             raise
-        self.buf[0:0] = data
+        self.buf.prepend(data)
         self.base -= size
         self.committed = 0
 
@@ -340,10 +342,10 @@ class StreamedFile:
             raise self.error from None
 
     async def _put_whole(self, metadata: dict[str, str]) -> None:
-        body = bytes(self.buf)
+        body = self.buf.join()
         await self._store.put(self._key(), body, metadata)
         self._budget.release(len(self.buf))
-        self.buf = bytearray()
+        self.buf = Pieces()
         self.base += len(body)
         self.committed = self.base
         self._pending = False
@@ -373,7 +375,7 @@ class StreamedFile:
         self._dropped = True
         self._drop_upload()
         self._budget.release(len(self.buf))
-        self.buf = bytearray()
+        self.buf = Pieces()
 
     def close(self) -> None:
         """Drop what was not committed (release): memory back, upload aborted."""
@@ -386,7 +388,7 @@ class StreamedFile:
 
     def _release_memory(self) -> None:
         self._budget.release(len(self.buf))
-        self.buf = bytearray()
+        self.buf = Pieces()
         if self._upload is not None:
             self._budget.release(sum(len(b) for b in self._upload.unsent.values()))
             self._upload.unsent.clear()
@@ -407,11 +409,11 @@ class StreamedFile:
             stored = {p.number for p in upload.etags}
             parts = sorted(upload.etags, key=lambda p: p.number)
             copies = [c for c in upload.copies if c[0] not in stored]
-            pieces = sorted(upload.unsent.items())
+            pieces = sorted((number, bytes(body)) for number, body in upload.unsent.items())
             if self.buf:
-                pieces.append((upload.next_number, bytes(self.buf)))
+                pieces.append((upload.next_number, self.buf.join()))
         elif self.buf or not self.committed:
-            pieces = [(1, bytes(self.buf))]  # never sent: one PUT of it all
+            pieces = [(1, self.buf.join())]  # never sent: one PUT of it all
         held = {"upload_id": upload.upload_id if upload is not None else None, "parts": parts, "copies": copies,
                 "pieces": pieces, "size": self.end,
                 "create_metadata": upload.metadata if upload is not None else _without_times(self._metadata()),
