@@ -12,7 +12,8 @@ that a writer of 512-byte blocks does not make a piece, and its overhead, per
 block. A write over bytes already held replaces them: inside one piece it is
 written in place (the piece is made ours first if it is not), across pieces they
 are cut around it. A piece shared with a part on its way is only ever a read-only
-view here, never written into.
+view here, never written into. Memory held is what the budget was charged, give
+or take one piece cut in two (at most a FUSE write, 1 MiB).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class Pieces:
 
     # ------------------------------------------------------------------ taking out
     def take(self, n: int) -> Body:
-        """The first n bytes, removed from here; a piece they end inside is shared as views."""
+        """The first n bytes, removed from here; a piece they end inside is cut in two (_slice)."""
         n = min(n, self._size)
         taken, got, i = [], 0, 0
         while got < n:
@@ -109,9 +110,8 @@ class Pieces:
                 got += size
                 i += 1
             else:
-                view = _readonly(piece)
-                taken.append(view[:n - got])
-                self._pieces[i] = view[n - got:]
+                taken.append(self._slice(piece, 0, n - got))
+                self._pieces[i] = self._slice(piece, n - got, size)
                 got = n
         del self._pieces[:i]
         self._size -= n
@@ -151,7 +151,7 @@ class Pieces:
         i, offset = self._find(at) if at < self._size else (len(self._pieces), 0)
         kept = self._pieces[:i]
         if offset:
-            kept.append(_readonly(self._pieces[i])[:offset])
+            kept.append(self._slice(self._pieces[i], 0, offset))
         return kept
 
     def _cut_from(self, at: int) -> list:
@@ -159,7 +159,16 @@ class Pieces:
         if at >= self._size:
             return []
         i, offset = self._find(at)
-        return ([_readonly(self._pieces[i])[offset:]] if offset else [self._pieces[i]]) + self._pieces[i + 1:]
+        piece = self._pieces[i]
+        return ([self._slice(piece, offset, len(piece))] if offset else [piece]) + self._pieces[i + 1:]
+
+    def _slice(self, piece, start: int, end: int):
+        """Bytes [start, end) of a piece, to keep: a view of it (no copy), but a copy of
+        a piece larger than a FUSE write (joined by compaction), whose whole would stay
+        in memory for a small view, beyond what the budget was charged."""
+        if len(piece) > self.gather:
+            return bytes(_readonly(piece)[start:end])
+        return _readonly(piece)[start:end]
 
 
 def _readonly(piece) -> memoryview:

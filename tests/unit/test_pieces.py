@@ -99,3 +99,15 @@ def test_the_crt_reads_a_body_of_pieces_in_any_chunking_and_after_a_seek(chunks,
     rest = bytearray(len(whole) + 5)
     n = reader.readinto(memoryview(rest))
     assert rest[:n] == whole[seek_to:]
+
+
+def test_a_piece_larger_than_a_fuse_write_is_copied_when_cut_not_kept_whole_for_a_view():
+    pieces = Pieces()
+    pieces.write(0, bytes(3 << 20))  # e.g. what compaction joins
+    body = pieces.take(1 << 20)
+    assert [type(p) for p in body.pieces] == [bytes] and pieces.count() == 1
+    assert len(body) == 1 << 20 and len(pieces) == 2 << 20
+    small = Pieces()
+    small.write(0, bytes(1 << 20))
+    part = small.take(1 << 19)
+    assert type(part.pieces[0]) is memoryview  # a FUSE-sized piece is shared, not copied
