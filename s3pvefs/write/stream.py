@@ -1,7 +1,8 @@
 """Streaming a sequentially written file into a multipart upload while it is written.
 
-No local disk: written bytes wait in memory (charged to the mount's MemoryBudget)
-until they fill a part, then go to S3 while the writer goes on. Part sizes follow
+No local disk: written bytes wait in memory (charged to the mount's MemoryBudget),
+as the pieces they were written in (pieces.py), until they fill a part, then go to
+S3 as those pieces while the writer goes on. Part sizes follow
 parts.stream_part_size. The last reorder_window bytes stay in memory a little
 longer, so writes that arrive slightly out of order (several writer threads)
 still land in memory; a gap ahead of the end is filled with zeros as it would
