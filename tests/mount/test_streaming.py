@@ -477,6 +477,43 @@ def test_dd_notrunc_into_file_being_written(mount, tmp_path):
     assert_no_uploads(m)
 
 
+def test_mixed_write_sizes_and_rewrites_of_the_unsent_tail_are_stored_as_written(mount):
+    """What the stream holds as pieces (write/pieces.py): writes of odd sizes that cut
+    parts inside a write, 512-byte writes gathered, and pwrites over bytes still in
+    memory, inside one piece and across several, while earlier parts are on their way."""
+    m = mount(SMALL_PARTS)
+    p = PyProc("""
+        import hashlib
+        def write_all_at(fd, data, offset):
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+        rnd = random.Random(7)
+        model = bytearray()
+        fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        def put(offset, data):
+            write_all_at(fd, data, offset)
+            model[offset:offset + len(data)] = data
+        while len(model) < 23 * (1 << 20):
+            kind = rnd.random()
+            size = 1_000_003 if kind < 0.4 else 512 if kind < 0.7 else rnd.randrange(1, 200_000)
+            for _ in range(64 if size == 512 else 1):
+                put(len(model), rnd.randbytes(size))
+            if rnd.random() < 0.3:  # over bytes still in memory (within the last 512 KiB)
+                back = rnd.randrange(1, min(len(model), 512 << 10))
+                put(len(model) - back, rnd.randbytes(rnd.randrange(1, back + 1)))
+        os.close(fd)
+        print(hashlib.sha256(model).hexdigest(), len(model))
+    """, m.path("mixed.raw"))
+    digest, size = p.finish().split()
+    assert m.head("mixed.raw")["ContentLength"] == int(size)
+    assert m.sha256("mixed.raw") == digest
+    assert "-" in m.head("mixed.raw")["ETag"]  # streamed as a multipart upload, not staged
+    assert sha256_file(m.path("mixed.raw")) == digest
+    assert_no_uploads(m)
+
+
 def test_sparse_writes_and_extending_truncate(mount, tmp_path):
     m = mount(SMALL_PARTS)
     pid = daemon_pid(m)
