@@ -60,12 +60,13 @@ class Prefetcher:
         # buffers cost page faults and zeroing, a third of the CPU of a sequential read.
         self._free: list[bytearray] = []
         self._closed = False
-        # A store that fills our buffers (the CRT plane) receives each GET into a buffer
-        # of the CRT's own pool first: a chunk is held twice there, as a part upload is,
-        # and counts twice. The pool also keeps memory in blocks of 16 buffers while any
-        # is in use: counted once, 16 readers of the soak grew RSS 100 MiB past the budget.
+        # A store that fills our buffers (S3Store) writes each GET into one we reuse.
+        # Through the CRT plane it receives it into a buffer of the CRT's own pool first:
+        # a chunk is held twice there, as a part upload is, and counts twice. The pool
+        # also keeps memory in blocks of 16 buffers while any is in use: counted once, 16
+        # readers of the soak grew RSS 100 MiB past the budget.
         self._fills_buffers = getattr(store, "fills_buffers", False)
-        self._copies = 2 if self._fills_buffers else 1
+        self._copies = 2 if getattr(store, "reads_held_twice", False) else 1
 
     async def read(self, offset: int, size: int) -> bytes:
         end = min(offset + size, self.size)

@@ -28,9 +28,11 @@ import aiobotocore.session
 import botocore.credentials
 import botocore.exceptions
 import botocore.utils
+import httpx
 import trio
 from aiobotocore.config import AioConfig
 from aiobotocore.httpxsession import HttpxSession
+from httpcore._async.http11 import AsyncHTTP11Connection
 
 from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
@@ -147,6 +149,14 @@ def skew_message(error: StoreError) -> str:
             f"sync it (timedatectl set-ntp true, chrony)")
 
 
+# httpcore reads a response 64 KiB per socket read, each read a pass through
+# httpcore, h11 and trio (their context managers, cancel scopes, events): 16,384
+# passes per GiB, most of the CPU of a GET through aiobotocore (py-spy). A read
+# returns what the socket holds, up to this: small answers are unaffected.
+_HTTP_READ = 1 << 20
+if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < _HTTP_READ:
+    AsyncHTTP11Connection.READ_NUM_BYTES = _HTTP_READ
+
 _HASH_INLINE = 256 << 10  # smaller bodies are hashed on the loop: a thread hop costs more
 
 
@@ -180,6 +190,21 @@ async def _hash_off_the_loop(fn, data: bytes) -> str:
 
 async def _content_md5(data: bytes) -> str:
     return await _hash_off_the_loop(_md5_b64, data)
+
+
+async def _body_into(body, into, size: int, key: str) -> memoryview:
+    """A GET's body written into the caller's buffer piece by piece as httpx hands the
+    pieces over (64 KiB each): botocore's read() joins them into a new object of the
+    chunk's size, whose fresh pages fault in on every chunk. A view of the buffer."""
+    got = 0
+    async for piece in body.raw_stream.aiter_raw():
+        n = len(piece)
+        if got + n > size:  # a server that ignored the Range
+            raise StoreError(f"get_object {key}: more than the {size} bytes of the range", code="ShortRead",
+                             transient=True)
+        into[got:got + n] = piece
+        got += n
+    return memoryview(into)[:got]
 
 
 def _parse_time(text) -> float | None:
@@ -478,9 +503,14 @@ class S3Store(ListAll):
         """data_plane = auto, once the mount knows how far the server is (daemon.py)."""
         self._plane_reads = self._plane is not None and on
 
+    # get_range fills a caller's buffer (into=) in place, through either plane: the
+    # prefetcher reuses its chunk buffers.
+    fills_buffers = True
+
     @property
-    def fills_buffers(self) -> bool:
-        """get_range fills a caller's buffer (into=) in place: the prefetcher reuses them."""
+    def reads_held_twice(self) -> bool:
+        """A GET's bytes are held twice while it runs: the CRT receives into its own pool's
+        buffer first (see read/prefetcher.py)."""
         return self._plane_reads
 
     @contextlib.contextmanager
@@ -707,8 +737,11 @@ class S3Store(ListAll):
                     raise
                 try:
                     async with resp["Body"] as body:
-                        data = await body.read()
-                except (botocore.exceptions.BotoCoreError, OSError) as e:
+                        if into is not None and len(into) >= end - start:
+                            data = await _body_into(body, into, end - start, key)
+                        else:
+                            data = await body.read()
+                except (botocore.exceptions.BotoCoreError, OSError, httpx.HTTPError) as e:
                     # botocore retries a request, not a body that broke off halfway
                     error = translate_error("get_object", key, e)
                     if attempt == self._max_attempts:

@@ -289,6 +289,6 @@ def test_crc32c_on_every_put_and_part(s3, s3_server, bucket, data_plane):
 
 def test_by_default_parts_go_through_the_crt_and_gets_through_aiobotocore(s3_server, bucket):
     async def body(store):
-        return store.data_plane, store.read_plane, store.fills_buffers
+        return store.data_plane, store.read_plane, store.reads_held_twice
 
     assert with_store(s3_server, bucket, body) == ("crt", "python", False)

@@ -10,6 +10,7 @@ import email.utils
 import random
 
 import botocore.exceptions
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -197,6 +198,54 @@ def test_broken_bodies_stop_at_the_deadline_with_the_real_error():
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert e.value.code == "Network" and "cut" in str(e.value)  # not "no answer within 2 s"
     assert len(client.times) == 3  # waits 0.5 + 1: the next (2) would pass the deadline
+
+
+class RawStream:
+    """httpx's response as _body_into reads it: aiter_raw() pieces, or a cut."""
+
+    def __init__(self, pieces, cut: bool):
+        self.pieces, self.cut = pieces, cut
+
+    async def aiter_raw(self):
+        for piece in self.pieces:
+            yield piece
+        if self.cut:
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+
+class StreamClient(GetClient):
+    """GETs whose bodies come in pieces; the first `broken` are cut after one piece."""
+
+    async def get_object(self, **kwargs):
+        self.times.append(trio.current_time())
+        cut = len(self.times) <= self.broken
+        body = Body(b"")
+        body.raw_stream = RawStream([b"0123", b"4567", b"89"][:1 if cut else 3], cut)
+        return {"Body": body, "ContentLength": 10}
+
+
+def test_a_body_read_into_the_callers_buffer_is_retried_when_cut_and_comes_back_as_a_view_of_it():
+    client = StreamClient(broken=2)
+    store = S3Store(client, "b", request_deadline=60)
+    store._rand = lambda: 1.0
+    buffer = bytearray(16)
+
+    async def main():
+        return await store.get_range("k", 0, 10, into=buffer)
+    data = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert isinstance(data, memoryview) and data.obj is buffer and bytes(data) == b"0123456789"
+    assert store.retries["get_object body"] == 2 and len(client.times) == 3
+
+
+def test_a_body_longer_than_the_range_is_refused_not_written_past_it():
+    client = StreamClient(broken=0)
+    store = S3Store(client, "b", request_deadline=60, max_attempts=1)
+
+    async def main():
+        return await store.get_range("k", 0, 6, into=bytearray(6))
+    with pytest.raises(StoreError) as e:
+        trio.run(main)
+    assert e.value.code == "ShortRead" and "more than the 6 bytes" in str(e.value)
 
 
 # ------------------------------------------------------------------ a clock that is off
