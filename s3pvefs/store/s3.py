@@ -194,8 +194,9 @@ async def _content_md5(data: bytes) -> str:
 
 async def _body_into(body, into, size: int, key: str) -> memoryview:
     """A GET's body written into the caller's buffer piece by piece as httpx hands the
-    pieces over (64 KiB each): botocore's read() joins them into a new object of the
-    chunk's size, whose fresh pages fault in on every chunk. A view of the buffer."""
+    pieces over (what each socket read got, up to _HTTP_READ): botocore's read() joins
+    them into a new object of the chunk's size, whose fresh pages fault in on every
+    chunk. A view of the buffer."""
     got = 0
     async for piece in body.raw_stream.aiter_raw():
         n = len(piece)
