@@ -32,7 +32,6 @@ import httpx
 import trio
 from aiobotocore.config import AioConfig
 from aiobotocore.httpxsession import HttpxSession
-from httpcore._async.http11 import AsyncHTTP11Connection
 
 from s3pvefs import credentials
 from s3pvefs.config import StoreConfig
@@ -154,7 +153,11 @@ def skew_message(error: StoreError) -> str:
 # passes per GiB, most of the CPU of a GET through aiobotocore (py-spy). A read
 # returns what the socket holds, up to this: small answers are unaffected.
 _HTTP_READ = 1 << 20
-if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < _HTTP_READ:
+try:
+    from httpcore._async.http11 import AsyncHTTP11Connection
+except ImportError:  # another httpcore layout: its own read size stays, only slower
+    AsyncHTTP11Connection = None
+if AsyncHTTP11Connection is not None and getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < _HTTP_READ:
     AsyncHTTP11Connection.READ_NUM_BYTES = _HTTP_READ
 
 _HASH_INLINE = 256 << 10  # smaller bodies are hashed on the loop: a thread hop costs more
