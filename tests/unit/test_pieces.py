@@ -12,7 +12,7 @@ from s3pvefs.write.pieces import Pieces
 
 
 class TinyPieces(Pieces):
-    small, gather, compact = 4, 16, 6  # gathering, in-place and compaction reached by short data
+    small, gather, compact = 4, 16, 6  # gathering, in-place writes and compaction reached by short data
 
 
 op = st.one_of(
@@ -52,13 +52,26 @@ def test_pieces_hold_what_a_bytearray_would_and_taken_parts_keep_their_bytes(ope
         assert len(pieces) == len(model)
         assert pieces.join() == model
         assert bool(pieces) == bool(model)
-        if tiny:
-            assert pieces.count() <= TinyPieces.compact + 3
         for body, expect in taken:  # never written through, whatever came after
             assert bytes(body) == expect
             assert b"".join(bytes(p) for p in pieces_of(body)) == expect
     for start in range(0, len(model) + 2, 3):
         assert pieces.copy(start, start + 7) == bytes(model[start:start + 7])
+
+
+def test_overwrites_across_pieces_are_joined_into_one_once_they_cut_too_many():
+    pieces, model = TinyPieces(), bytearray()
+    for i in range(40):  # 40 writes of 5 bytes: a piece each (not below `small`)
+        pieces.write(len(pieces), bytes([i]) * 5)
+        model += bytes([i]) * 5
+    assert pieces.count() == 40
+    pieces.write(3, b"abcd")  # across two pieces: cut around, then too many: joined
+    model[3:7] = b"abcd"
+    assert pieces.count() == 1 and pieces.join() == model
+    for at in range(0, 190, 7):  # later overwrites land inside that one piece, in place
+        pieces.write(at, b"xyz")
+        model[at:at + 3] = b"xyz"
+    assert pieces.count() == 1 and pieces.join() == model
 
 
 def test_a_large_write_is_kept_as_it_came_and_a_part_of_whole_writes_is_those_objects():
