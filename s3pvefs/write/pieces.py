@@ -18,9 +18,8 @@ or take one piece cut in two (at most a FUSE write, 1 MiB).
 
 from __future__ import annotations
 
-import bisect
-
 from s3pvefs.store.body import Body
+
 
 class Pieces:
     small = 64 << 10  # writes below this are gathered, not kept as pieces of their own
@@ -93,10 +92,6 @@ class Pieces:
         self._pieces = self._cut_before(size)
         self._size = size
 
-    def clear(self) -> None:
-        self._pieces = []
-        self._size = 0
-
     # ------------------------------------------------------------------ taking out
     def take(self, n: int) -> Body:
         """The first n bytes, removed from here; a piece they end inside is cut in two (_slice)."""
@@ -137,12 +132,12 @@ class Pieces:
     # ------------------------------------------------------------------ inside
     def _find(self, at: int) -> tuple[int, int]:
         """(index, offset in it) of the piece holding byte at (< len)."""
-        starts, pos = [], 0
-        for piece in self._pieces:
-            starts.append(pos)
+        pos = 0
+        for i, piece in enumerate(self._pieces):
+            if at < pos + len(piece):
+                return i, at - pos
             pos += len(piece)
-        i = bisect.bisect_right(starts, at) - 1
-        return i, at - starts[i]
+        raise IndexError(at)
 
     def _cut_before(self, at: int) -> list:
         """The pieces holding [0, at), the last one cut as a view."""

@@ -40,13 +40,7 @@ from s3pvefs.errors import FsError, StoreError
 from s3pvefs.store.base import ObjectStore, PartEtag
 from s3pvefs.store.body import Body
 from s3pvefs.write.budget import MemoryBudget
-from s3pvefs.write.parts import (
-    MAX_OBJECT,
-    MAX_PARTS,
-    MIN_PART,
-    copy_ranges,
-    stream_part_size,
-)
+from s3pvefs.write.parts import MAX_OBJECT, MAX_PARTS, MIN_PART, copy_ranges, stream_part_size
 from s3pvefs.write.pieces import Pieces
 from s3pvefs.write.uploader import copy_object
 from s3pvefs.write.window import InflightWindow
