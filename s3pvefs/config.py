@@ -180,6 +180,11 @@ class ReadConfig:
     # The kernel's read-ahead for the mount (its bdi's read_ahead_kb): how much a
     # sequential reader asks for per FUSE request; 0 = leave the kernel's 128K.
     kernel_readahead: int = field(default=1 * MiB, metadata=_SIZE)
+    # yes: a sequential reader from the start gets the whole window at once, and chunks
+    # that arrived ahead of a slow one make room for more GETs (read/prefetcher.py); auto:
+    # yes for a far server (a HeadBucket of 15 ms or more), where each GET waits for a
+    # connection's window to open; near, the CPU is the limit and it read 5% slower.
+    eager_readahead: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -485,6 +490,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"memory_budget: must hold at least one part of {biggest} bytes plus 2M")
     if w.max_upload_concurrency < w.upload_concurrency:
         raise ConfigError("max_upload_concurrency: must be at least upload_concurrency")
+    if r.eager_readahead not in ("auto", "yes", "no"):
+        raise ConfigError("eager_readahead: expected auto, yes or no")
     if w.upload_concurrency < 1 or r.max_readahead_chunks < 1 or r.chunk_size < 64 * KiB:
         raise ConfigError("upload_concurrency and max_readahead_chunks must be >= 1, chunk_size >= 64K")
     if config.mount.capacity < 4096:

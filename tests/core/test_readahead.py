@@ -7,6 +7,7 @@ import random
 
 import pytest
 import trio
+import trio.testing
 
 from s3pvefs.config import MiB, ReadConfig, WriteConfig
 from s3pvefs.errors import Stale
@@ -173,3 +174,68 @@ def test_a_read_keeps_its_chunk_when_a_concurrent_read_moves_past_it(slow_chunk)
         assert got["b"] == data[2 * chunk:2 * chunk + 128 * 1024]
 
     trio.run(main)
+
+
+def test_gets_that_arrived_early_make_room_for_more_while_the_reader_waits_for_a_slow_one():
+    # 30 ms away GETs end out of order: counting chunks ahead, a slow chunk left only the
+    # GETs behind it that had not ended in flight. Those that ended no longer count:
+    # new ones start while the reader waits, up to half a window of chunks held beyond.
+    from s3pvefs.read.prefetcher import Prefetcher
+    chunk, window = MiB, 4
+    data = random.Random(5).randbytes(12 * chunk)
+    store = _FillingStore(data, chunk, {1: 10.0})
+    started = {}
+    get_range = store.get_range
+
+    async def recording(key, start, end, etag=None, into=None):
+        started[start // chunk] = trio.current_time()
+        return await get_range(key, start, end, etag, into)
+    store.get_range = recording
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            p = Prefetcher(store, lambda: "pve/f", len(data),
+                           ReadConfig(chunk_size=chunk, max_readahead_chunks=window, eager_readahead="yes"),
+                           nursery)
+            for offset in range(0, len(data), 256 * 1024):
+                assert bytes(await p.read(offset, 256 * 1024)) == data[offset:offset + 256 * 1024]
+            p.close()
+        # While chunk 1's GET took 10 s, the window (4 after entering chunk 1, 2 before)
+        # was refilled as the GETs behind it ended: chunks up to 1 + 4 + 2 were fetched
+        # before it ended, none beyond (memory per handle: 1.5 windows + 1 chunks).
+        before = sorted(i for i, t in started.items() if t < 10.0)
+        assert before == list(range(0, 8))
+        assert sorted(started) == list(range(12))
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize("eager, first_read, fetched",
+                         [("yes", MiB, 9), ("yes", 256 * 1024, 3), ("yes", 4096, 3), ("no", MiB, 3)])
+def test_a_first_read_as_big_as_the_kernels_read_ahead_starts_the_whole_window(eager, first_read, fetched):
+    # Eager (far servers), a handle's first read at offset 0 as big as the kernel's
+    # read-ahead is a sequential reader (dd, cp, a restore): all 8 chunks ahead start at
+    # once, since far away each of the first GETs waits for a new connection's window to
+    # open. A small first read (file, head), or any first read when not eager, starts 2
+    # ahead, the window doubling from there.
+    from s3pvefs.read.prefetcher import Prefetcher
+    chunk = 4 * MiB
+    data = random.Random(9).randbytes(20 * chunk)
+    store = _FillingStore(data, chunk, {i: 10.0 for i in range(1, 20)})  # in flight while we look
+    started = []
+    get_range = store.get_range
+
+    async def recording(key, start, end, etag=None, into=None):
+        started.append(start // chunk)
+        return await get_range(key, start, end, etag, into)
+    store.get_range = recording
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            p = Prefetcher(store, lambda: "pve/f", len(data), ReadConfig(chunk_size=chunk, eager_readahead=eager),
+                           nursery)
+            assert bytes(await p.read(0, first_read)) == data[:first_read]
+            assert sorted(started) == list(range(fetched))
+            p.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -217,6 +217,7 @@ def test_validate_accepts_defaults_with_bucket():
     (Config(store=StoreConfig(bucket="b"), write=WriteConfig(upload_concurrency=0)), "upload_concurrency"),
     (Config(store=StoreConfig(bucket="b"), read=ReadConfig(chunk_size=32 * KiB)), "chunk_size"),
     (Config(store=StoreConfig(bucket="b"), read=ReadConfig(max_readahead_chunks=0)), "max_readahead"),
+    (Config(store=StoreConfig(bucket="b"), read=ReadConfig(eager_readahead="true")), "eager_readahead"),
     (Config(store=StoreConfig(bucket="b"), mount=MountOptions(capacity=100)), "capacity"),
 ])
 def test_validate_rejects(cfg, match):

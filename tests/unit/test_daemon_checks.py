@@ -102,16 +102,19 @@ def test_ranged_gets_through_the_crt_only_for_a_near_server():
         assert store.read_plane == expect, (plane, seconds)
 
 
-def test_a_far_server_gets_bigger_read_chunks_unless_chunk_size_is_set():
+def test_a_far_server_gets_bigger_read_chunks_and_eager_read_ahead_unless_set():
     from s3pvefs.config import ReadConfig
-    from s3pvefs.daemon import FAR_CHUNK_SIZE, NEAR_SERVER, with_chunk_size_for_distance
+    from s3pvefs.daemon import FAR_CHUNK_SIZE, NEAR_SERVER, with_reads_for_distance
     default = Config()
-    assert with_chunk_size_for_distance(default, NEAR_SERVER / 3) is default
-    far = with_chunk_size_for_distance(default, 0.030)
+    near = with_reads_for_distance(default, NEAR_SERVER / 3)
+    assert near.read == ReadConfig(eager_readahead="no") and near.store == default.store
+    far = with_reads_for_distance(default, 0.030)
     assert far.read.chunk_size == FAR_CHUNK_SIZE > default.read.chunk_size
+    assert far.read.eager_readahead == "yes"
     assert far.read.max_readahead_chunks == default.read.max_readahead_chunks and far.store == default.store
-    chosen = Config(read=ReadConfig(chunk_size=4 << 20))
-    assert with_chunk_size_for_distance(chosen, 0.030).read.chunk_size == 4 << 20
+    chosen = Config(read=ReadConfig(chunk_size=4 << 20, eager_readahead="no"))
+    assert with_reads_for_distance(chosen, 0.030).read == chosen.read
+    assert with_reads_for_distance(Config(read=ReadConfig(eager_readahead="yes")), 0.001).read.eager_readahead == "yes"
 
 
 class _TimedStore:
