@@ -160,7 +160,7 @@ def choose_read_plane(store, config: Config, head_bucket_seconds: float) -> None
 # chunks pay it less often. 30 ms away (bench/run --rtt 30ms, aiobotocore's GETs) 16 MiB
 # chunks read 317 MiB/s where 8 MiB ones read 238; near, 8 MiB read as fast (378 vs
 # 358) with 100 MiB less peak RSS. Eager read-ahead then keeps the window in flight:
-# 1 GiB 30 ms away 316-337 -> 355-368 MiB/s; near it read 5% slower (docs/PERFORMANCE.md).
+# 1 GiB 30 ms away 300-338 -> 359-380 MiB/s; near it read 5% slower (docs/PERFORMANCE.md).
 FAR_CHUNK_SIZE = 16 << 20
 
 
