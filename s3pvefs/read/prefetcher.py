@@ -175,8 +175,9 @@ class Prefetcher:
         if chunk.scope.cancelled_caught and chunk.error is None:
             chunk.error = FsError("read-ahead cancelled")
         chunk.done.set()
-        if self._eager and chunk.error is None and not chunk.dropped and self._current >= 0:
-            # A GET ended while the reader waits for an earlier chunk: keep the window full.
+        if self._eager and chunk.error is None and not chunk.dropped and self._current in self._chunks:
+            # A GET ended while the reader waits for an earlier chunk: keep the window full
+            # (only ahead: a chunk the reader's GET failed for is fetched again when read).
             self._read_ahead(self._current, self._current)
 
     def _drop(self, which: Callable[[int], bool]) -> None:

@@ -239,3 +239,38 @@ def test_a_first_read_as_big_as_the_kernels_read_ahead_starts_the_whole_window(e
             p.close()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_eager_read_ahead_does_not_fetch_again_a_chunk_whose_get_failed_until_it_is_read():
+    # The window is topped up as GETs end; the reader's own chunk, dropped when its GET
+    # failed, is fetched again by the reader's next read, not by the GETs ending behind it
+    # (a server refusing it for good would be asked again at every one).
+    from s3pvefs.errors import FsError
+    from s3pvefs.read.prefetcher import Prefetcher
+    chunk = MiB
+    data = random.Random(4).randbytes(16 * chunk)
+    store = _FillingStore(data, chunk, {i: 1.0 for i in range(2, 16)})
+    asked = []
+    get_range = store.get_range
+
+    async def failing(key, start, end, etag=None, into=None):
+        asked.append(start // chunk)
+        if start // chunk == 1 and asked.count(1) == 1:
+            raise FsError("refused")
+        return await get_range(key, start, end, etag, into)
+    store.get_range = failing
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            p = Prefetcher(store, lambda: "pve/f", len(data),
+                           ReadConfig(chunk_size=chunk, max_readahead_chunks=4, eager_readahead="yes"), nursery)
+            assert bytes(await p.read(0, MiB)) == data[:MiB]
+            with pytest.raises(FsError):
+                await p.read(MiB, MiB)
+            await trio.sleep(5)  # the GETs behind it end meanwhile
+            assert asked.count(1) == 1
+            assert bytes(await p.read(MiB, MiB)) == data[MiB:2 * MiB]
+            assert asked.count(1) == 2
+            p.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
