@@ -171,10 +171,11 @@ def with_reads_for_distance(config: Config, head_bucket_seconds: float) -> Confi
     far = head_bucket_seconds >= NEAR_SERVER
     if read.eager_readahead == "auto":
         read = dataclasses.replace(read, eager_readahead="yes" if far else "no")
-    if far and read.chunk_size == ReadConfig().chunk_size:
-        log.info("ranged GETs of %d MiB, eager read-ahead %s: the server is %.0f ms away",
-                 FAR_CHUNK_SIZE >> 20, read.eager_readahead, head_bucket_seconds * 1000)
-        read = dataclasses.replace(read, chunk_size=FAR_CHUNK_SIZE)
+    if far:
+        if read.chunk_size == ReadConfig().chunk_size:
+            read = dataclasses.replace(read, chunk_size=FAR_CHUNK_SIZE)
+        log.info("the server is %.0f ms away: ranged GETs of %g MiB, eager read-ahead %s",
+                 head_bucket_seconds * 1000, read.chunk_size / (1 << 20), read.eager_readahead)
     return dataclasses.replace(config, read=read)
 
 

@@ -137,15 +137,16 @@ class Prefetcher:
         in_flight = 0
         for i in range(first, last_chunk + 1):
             chunk = self._chunks.get(i)
-            if i > last:
-                if in_flight >= self._window or i - last > held_ahead:
-                    return
-                if chunk is not None:
-                    in_flight += not chunk.done.is_set() or not self._eager
-                    continue
-            if chunk is None and not self._start(i, needed=i <= last):
-                return  # the read budget is used up: no further read-ahead for now
-            if i > last:
+            if i <= last:
+                if chunk is None:
+                    self._start(i, needed=True)
+            elif in_flight >= self._window or i - last > held_ahead:
+                return
+            elif chunk is None:
+                if not self._start(i, needed=False):
+                    return  # the read budget is used up: no further read-ahead for now
+                in_flight += 1
+            elif not (self._eager and chunk.done.is_set()):
                 in_flight += 1
 
     def _start(self, index: int, needed: bool) -> bool:
