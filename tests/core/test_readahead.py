@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from s3pvefs.config import MiB, ReadConfig, WriteConfig
-from s3pvefs.errors import Stale
+from s3pvefs.errors import FsError, Stale
 from tests.core.helpers import ROOT, HugeBytes
 
 SMALL = WriteConfig(multipart_threshold=6 * MiB, min_part_size=5 * MiB, upload_concurrency=2)
@@ -127,15 +127,24 @@ def test_reads_carry_the_etag_and_switch_whole_to_a_replacement(run):
 
 class _FillingStore:
     """A store whose GETs fill the caller's buffer, as the CRT plane's do (the prefetcher
-    then reuses chunk buffers), each after the delay given for its chunk."""
+    then reuses chunk buffers), each after the delay given for its chunk. Records when
+    each GET started (chunk index, trio time); the first GET of a chunk in `refuse` fails."""
 
     fills_buffers = True
 
-    def __init__(self, data: bytes, chunk: int, delays: dict[int, float]):
-        self.data, self.chunk, self.delays = data, chunk, delays
+    def __init__(self, data: bytes, chunk: int, delays: dict[int, float], refuse: frozenset[int] = frozenset()):
+        self.data, self.chunk, self.delays, self.refuse = data, chunk, delays, refuse
+        self.started: list[tuple[int, float]] = []
+
+    def asked(self, index: int) -> int:
+        return sum(1 for i, _ in self.started if i == index)
 
     async def get_range(self, key, start, end, etag=None, into=None):
-        await trio.sleep(self.delays.get(start // self.chunk, 0))
+        index = start // self.chunk
+        self.started.append((index, trio.current_time()))
+        if index in self.refuse and self.asked(index) == 1:
+            raise FsError("refused")
+        await trio.sleep(self.delays.get(index, 0))
         into[:end - start] = self.data[start:end]
         return memoryview(into)[:end - start]
 
@@ -184,13 +193,6 @@ def test_gets_that_arrived_early_make_room_for_more_while_the_reader_waits_for_a
     chunk, window = MiB, 4
     data = random.Random(5).randbytes(12 * chunk)
     store = _FillingStore(data, chunk, {1: 10.0})
-    started = {}
-    get_range = store.get_range
-
-    async def recording(key, start, end, etag=None, into=None):
-        started[start // chunk] = trio.current_time()
-        return await get_range(key, start, end, etag, into)
-    store.get_range = recording
 
     async def main():
         async with trio.open_nursery() as nursery:
@@ -203,9 +205,8 @@ def test_gets_that_arrived_early_make_room_for_more_while_the_reader_waits_for_a
         # While chunk 1's GET took 10 s, the window (4 after entering chunk 1, 2 before)
         # was refilled as the GETs behind it ended: chunks up to 1 + 4 + 2 were fetched
         # before it ended, none beyond (memory per handle: 1.5 windows + 1 chunks).
-        before = sorted(i for i, t in started.items() if t < 10.0)
-        assert before == list(range(0, 8))
-        assert sorted(started) == list(range(12))
+        assert sorted(i for i, t in store.started if t < 10.0) == list(range(0, 8))
+        assert sorted(i for i, _ in store.started) == list(range(12))
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -222,20 +223,13 @@ def test_a_first_read_as_big_as_the_kernels_read_ahead_starts_the_whole_window(e
     chunk = 4 * MiB
     data = random.Random(9).randbytes(20 * chunk)
     store = _FillingStore(data, chunk, {i: 10.0 for i in range(1, 20)})  # in flight while we look
-    started = []
-    get_range = store.get_range
-
-    async def recording(key, start, end, etag=None, into=None):
-        started.append(start // chunk)
-        return await get_range(key, start, end, etag, into)
-    store.get_range = recording
 
     async def main():
         async with trio.open_nursery() as nursery:
             p = Prefetcher(store, lambda: "pve/f", len(data), ReadConfig(chunk_size=chunk, eager_readahead=eager),
                            nursery)
             assert bytes(await p.read(0, first_read)) == data[:first_read]
-            assert sorted(started) == list(range(fetched))
+            assert sorted(i for i, _ in store.started) == list(range(fetched))
             p.close()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
@@ -245,20 +239,10 @@ def test_eager_read_ahead_does_not_fetch_again_a_chunk_whose_get_failed_until_it
     # The window is topped up as GETs end; the reader's own chunk, dropped when its GET
     # failed, is fetched again by the reader's next read, not by the GETs ending behind it
     # (a server refusing it for good would be asked again at every one).
-    from s3pvefs.errors import FsError
     from s3pvefs.read.prefetcher import Prefetcher
     chunk = MiB
     data = random.Random(4).randbytes(16 * chunk)
-    store = _FillingStore(data, chunk, {i: 1.0 for i in range(2, 16)})
-    asked = []
-    get_range = store.get_range
-
-    async def failing(key, start, end, etag=None, into=None):
-        asked.append(start // chunk)
-        if start // chunk == 1 and asked.count(1) == 1:
-            raise FsError("refused")
-        return await get_range(key, start, end, etag, into)
-    store.get_range = failing
+    store = _FillingStore(data, chunk, {i: 1.0 for i in range(2, 16)}, refuse=frozenset({1}))
 
     async def main():
         async with trio.open_nursery() as nursery:
@@ -268,9 +252,9 @@ def test_eager_read_ahead_does_not_fetch_again_a_chunk_whose_get_failed_until_it
             with pytest.raises(FsError):
                 await p.read(MiB, MiB)
             await trio.sleep(5)  # the GETs behind it end meanwhile
-            assert asked.count(1) == 1
+            assert store.asked(1) == 1
             assert bytes(await p.read(MiB, MiB)) == data[MiB:2 * MiB]
-            assert asked.count(1) == 2
+            assert store.asked(1) == 2
             p.close()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
