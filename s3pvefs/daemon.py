@@ -127,7 +127,8 @@ async def give_freed_memory_back(budget) -> None:
 # Ranged GETs through the CRT only for a near server: on this project's benchmark host the
 # CRT's GETs read 540-620 MiB/s on loopback at 1.2-1.4 CPU-s per GiB, aiobotocore's 440 at
 # 2.1; 30 ms away the first read of a fresh mount through the CRT got 117-153 MiB/s,
-# aiobotocore's 320-352 (docs/PERFORMANCE.md).
+# aiobotocore's 320-352: the CRT reads sockets 16 KiB at a time, and the kernel then
+# grows a new connection's receive buffer only after seconds (docs/PERFORMANCE.md).
 NEAR_SERVER = 0.015  # seconds for a HeadBucket on an open connection
 
 
