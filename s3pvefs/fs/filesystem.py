@@ -317,6 +317,16 @@ class Filesystem:
             raise NotFound(path)
         return s
 
+    async def fstat(self, ino: int) -> Stat:
+        """What the kernel's GETATTR gets: the headers (as getattr), and for a file that
+        another was renamed over while open, the attributes it had -- its bytes are gone
+        (reads and writes on its handles: ESTALE), its fstat still answers."""
+        inode = self.table.get(ino)
+        if inode is not None and not inode.attached and inode.open_handles and ino not in self.files \
+                and inode.replaced_stat is not None:
+            return inode.replaced_stat
+        return await self.getattr(ino, complete=True)
+
     async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None,
                       uid: int | None = None, gid: int | None = None,
                       atime_ns: int | None = None, mtime_ns: int | None = None) -> Stat:
@@ -586,6 +596,11 @@ class Filesystem:
             self.kernel_attrs_stale(inode.ino)
             inode.kernel_size = -1
 
+    def has_name(self, ino: int) -> bool:
+        """False once the inode was unlinked or replaced by a rename (open handles keep it)."""
+        inode = self.table.get(ino)
+        return inode is None or inode.attached
+
     def told_kernel(self, ino: int, s: Stat) -> None:
         """The FUSE adapter handed the kernel these attributes of ino."""
         inode = self.table.get(ino)
@@ -826,6 +841,8 @@ class Filesystem:
             self.cache.put_negative(src_path)
             self.cache.put_stat(dst_path, moved)
         if (replaced := self.table.child(dst_parent.ino, dst_name)) is not None and replaced is not src_inode:
+            if replaced.open_handles and dst is not None and dst.kind == replaced.kind:
+                replaced.replaced_stat = dst
             self._detach(replaced)
             self._drop_data(replaced)
         self.table.move(src_inode, dst_parent.ino, dst_name)

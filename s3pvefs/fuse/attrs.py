@@ -21,7 +21,9 @@ from s3pvefs.namespace.stat import Stat
 BLKSIZE = 1 << 20  # what cp & co. size their buffers by: one FUSE write (max_write) per call
 
 
-def entry_attributes(ino: int, s: Stat, cfg: CacheConfig) -> pyfuse3.EntryAttributes:
+def entry_attributes(ino: int, s: Stat, cfg: CacheConfig, linked: bool = True) -> pyfuse3.EntryAttributes:
+    """linked: False for a file unlinked (or replaced by a rename) while still open, whose
+    fstat says nlink 0 as on a local filesystem."""
     a = pyfuse3.EntryAttributes()
     a.st_ino = ino
     a.generation = 0
@@ -32,7 +34,7 @@ def entry_attributes(ino: int, s: Stat, cfg: CacheConfig) -> pyfuse3.EntryAttrib
     else:  # unread headers: deny everything, valid for no time
         a.attr_timeout = 0
         a.st_mode = st.S_IFMT(s.mode)
-    a.st_nlink = 2 if s.kind == "dir" else 1
+    a.st_nlink = (2 if s.kind == "dir" else 1) if linked else 0
     a.st_uid = s.uid
     a.st_gid = s.gid
     a.st_rdev = s.rdev

@@ -52,7 +52,7 @@ class Operations(pyfuse3.Operations):
 
     def _attrs(self, ino, s):
         self.fs.told_kernel(ino, s)
-        return entry_attributes(ino, s, self.cache_cfg)
+        return entry_attributes(ino, s, self.cache_cfg, linked=self.fs.has_name(ino))
 
     @translate_errors
     async def lookup(self, parent_inode, name, ctx=None):
@@ -63,7 +63,7 @@ class Operations(pyfuse3.Operations):
     async def getattr(self, inode, ctx=None):
         # The kernel asks once its copy expired, or when a permission check failed on
         # it: answer with the real headers, not a listing's defaults.
-        return self._attrs(inode, await self.fs.getattr(inode, complete=True))
+        return self._attrs(inode, await self.fs.fstat(inode))
 
     @translate_errors
     async def setattr(self, inode, attr, fields, fh, ctx):

@@ -8,7 +8,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from s3pvefs.namespace.stat import DIR
+from s3pvefs.namespace.stat import DIR, Stat
 
 ROOT_INO = 1
 
@@ -27,6 +27,9 @@ class Inode:
     # nothing was served, MIXED if they may come from several (fs/filesystem.py, open).
     kernel_pages: str | None = None
     kernel_size: int = -1  # the size the kernel was last told (-1: none yet)
+    # Its attributes when another file replaced it while it was open: fstat still
+    # answers (nlink 0), as on a local disk, though its bytes are gone (ESTALE).
+    replaced_stat: Stat | None = None
 
 
 MIXED = "*"

@@ -1013,6 +1013,8 @@ def test_write_to_file_replaced_by_rename_while_open(run):
         with pytest.raises(FsError) as e:  # was ENOENT from write(), ESTALE from read()
             await fs.write(fh, 0, b"x")
         assert e.value.errno == errno.ESTALE
+        assert (await fs.fstat(a.ino)).size == 3  # fstat answers with what it had
+        assert not fs.has_name(a.ino)  # nlink 0
         await fs.release(fh)
         assert {k: o.data for k, o in store.objects.items()} == {"pve/a": b"new"}
 

@@ -341,7 +341,8 @@ def test_unlinked_open_file_stays_readable(mount):
         assert not os.path.exists(m.path("f"))
         assert "f" not in os.listdir(m.mp)
         rest = fh.read()
-        assert os.fstat(fh.fileno()).st_size == len(data)
+        st = os.fstat(fh.fileno())
+        assert (st.st_size, st.st_nlink) == (len(data), 0)  # as on a local disk (pjdfstest unlink/14)
     assert head + rest == data
     # the kernel sends RELEASE asynchronously after close() returns
     wait_for(lambda: m.keys() == set(), "the unlinked object is deleted at the last close")
@@ -352,10 +353,23 @@ def test_unlinked_open_file_stays_readable(mount):
         os.write(fd, b"staged data")
         os.unlink(m.path("g"))
         assert os.pread(fd, 100, 0) == b"staged data"
+        assert os.fstat(fd).st_nlink == 0
     finally:
         os.close(fd)
     assert m.keys() == set()
     assert os.listdir(m.mp) == []
+
+    # replaced by a rename while open: the open file has no name left either
+    write_local(m.path("old"), b"old")
+    write_local(m.path("new"), b"new")
+    fd = os.open(m.path("old"), os.O_RDONLY)
+    try:
+        assert os.fstat(fd).st_nlink == 1
+        os.rename(m.path("new"), m.path("old"))
+        assert os.fstat(fd).st_nlink == 0
+        assert os.stat(m.path("old")).st_nlink == 1
+    finally:
+        os.close(fd)
 
 
 def test_o_append(mount):
