@@ -322,9 +322,8 @@ class Filesystem:
         another was renamed over while open, the attributes it had -- its bytes are gone
         (reads and writes on its handles: ESTALE), its fstat still answers."""
         inode = self.table.get(ino)
-        if inode is not None and not inode.attached and inode.open_handles and ino not in self.files \
-                and inode.replaced_stat is not None:
-            return inode.replaced_stat
+        if inode is not None and inode.replaced_stat is not None and inode.open_handles and ino not in self.files:
+            return inode.replaced_stat  # set only as a rename takes its name away
         return await self.getattr(ino, complete=True)
 
     async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None,

@@ -22,8 +22,8 @@ BLKSIZE = 1 << 20  # what cp & co. size their buffers by: one FUSE write (max_wr
 
 
 def entry_attributes(ino: int, s: Stat, cfg: CacheConfig, linked: bool = True) -> pyfuse3.EntryAttributes:
-    """linked: False for a file unlinked (or replaced by a rename) while still open, whose
-    fstat says nlink 0 as on a local filesystem."""
+    """linked: False once the name is gone (unlinked, removed, or replaced by a rename)
+    while the kernel still holds the inode: nlink 0, as on a local filesystem."""
     a = pyfuse3.EntryAttributes()
     a.st_ino = ino
     a.generation = 0
