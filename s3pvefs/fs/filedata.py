@@ -51,7 +51,7 @@ from s3pvefs.write.stream import StreamedFile
 from s3pvefs.write.resume import Suspended
 from s3pvefs.write.uploader import copy_object
 from s3pvefs.write.uploadlog import UploadLog
-from s3pvefs.write.writeback import upload_sparse
+from s3pvefs.write.writeback import CommitProgress, upload_sparse
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class FileData:
         self.stat = stat
         self.remote_size = remote_size  # size of the object at the key; None: there is none
         self.in_background = False  # a commit of it runs in the background (a far-grown file)
+        self.commit_progress: CommitProgress | None = None  # the parts of a cached commit under way
         self.state = State.ATTRS
         self.stream: StreamedFile | None = None
         self.cache: SparseFile | None = None
@@ -459,11 +460,14 @@ class FileData:
                 etag = None
             else:
                 fetch = self._base_fetcher(to_cache=False)  # into parts, not the cache
+                self.commit_progress = CommitProgress()
                 etag = await upload_sparse(self.ctx.store, key, cache, taken, meta, self.ctx.cfg.write, fetch,
-                                           self.ctx.budget, self.ctx.zeros)
+                                           self.ctx.budget, self.ctx.zeros, self.commit_progress)
         except BaseException:
             cache.commit_failed(taken)
             raise
+        finally:
+            self.commit_progress = None
         if etag is None:
             info = await self.ctx.store.head(key)
             etag = info.etag if info is not None else None
@@ -600,8 +604,10 @@ class FileData:
                     "stored": self.stat.size - self.kept.spilled, "parts_in_flight": 0, "local": self.kept.spilled,
                     **failed}
         if self.state is State.CACHED:
-            return {"kind": State.CACHED.value, "written": self.stat.size, "sent": 0, "stored": 0,
-                    "parts_in_flight": 0, "dirty": self.cache.dirty_bytes, "local": self.cache.local_bytes,
+            under_way = self.commit_progress or CommitProgress()
+            return {"kind": State.CACHED.value, "written": self.stat.size, "sent": under_way.sent,
+                    "stored": under_way.stored, "parts_in_flight": under_way.parts_in_flight,
+                    "dirty": self.cache.dirty_bytes, "local": self.cache.local_bytes,
                     "commit_in": (None if self.commit_due is None
                                   else round(max(0.0, self.commit_due - trio.current_time()), 1)), **failed}
         return {"kind": State.ATTRS.value, "written": 0, "sent": 0, "stored": 0, "parts_in_flight": 0, **failed}

@@ -16,6 +16,7 @@ multipart_threshold is one PUT of the assembled bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Awaitable, Callable
 
 import trio
@@ -32,6 +33,30 @@ from s3pvefs.write.zeros import Zeros
 ZERO_PART = 1 << 30  # bytes of zeros per UploadPartCopy: 1 TiB in 1,024 parts
 
 COPY, SEND, ZERO = "copy", "send", "zero"
+
+
+@dataclasses.dataclass
+class CommitProgress:
+    """A commit under way, as `s3pvefs status` shows it: bytes of the parts started
+    (sent, or copied server-side), bytes of the parts S3 has stored, parts in flight:
+    a long commit (a 1 TiB growth is minutes of server-side copies) shows how far it got."""
+    sent: int = 0
+    stored: int = 0
+    parts_in_flight: int = 0
+
+    @contextlib.asynccontextmanager
+    async def part(self, n: int):
+        self.sent += n
+        self.parts_in_flight += 1
+        try:
+            yield
+        except BaseException:
+            self.sent -= n
+            raise
+        else:
+            self.stored += n
+        finally:
+            self.parts_in_flight -= 1
 
 
 def plan_commit(size: int, base_end: int, dirty: Extents, window: int,
@@ -103,17 +128,20 @@ async def _charged(budget: MemoryBudget | None, n: int):
 async def upload_sparse(store: ObjectStore, key: str, sparse: SparseFile, dirty: Extents,
                         metadata: dict[str, str], cfg: WriteConfig,
                         fetch_base: Callable[[int, int], Awaitable[bytes]],
-                        budget: MemoryBudget | None = None, zeros: Zeros | None = None) -> str | None:
+                        budget: MemoryBudget | None = None, zeros: Zeros | None = None,
+                        progress: CommitProgress | None = None) -> str | None:
     """Write the file as the cache has it to key; the new ETag when one PUT did it.
-    With zeros, holes past the base are copied from its object of zeros."""
+    With zeros, holes past the base are copied from its object of zeros. progress
+    counts the parts as they go."""
     size = sparse.size
+    progress = progress or CommitProgress()
     assembler = Assembler(sparse, fetch_base)
     window = part_size_for(size, cfg.min_part_size)
     has_base = sparse.base_end >= 2 * window and (sparse.base_etag is not None)
     holes = zeros is not None and not cfg.uniform_parts and \
         size - max(sparse.base_end, max((e for _, e in sparse.valid), default=0)) >= 2 * window
     if size <= cfg.multipart_threshold and not has_base and not holes:  # nothing worth copying: one PUT
-        async with _charged(budget, size):
+        async with _charged(budget, size), progress.part(size):
             return await store.put(key, await assembler.read(0, size) if size else b"", metadata)
     copy_part = window if cfg.uniform_parts else max(window, COPY_PART // window * window)
     base_end = sparse.base_end if has_base else 0
@@ -125,6 +153,10 @@ async def upload_sparse(store: ObjectStore, key: str, sparse: SparseFile, dirty:
         zeros_key, zeros_etag = await zeros.at_least(max(e - s for k, s, e in plan if k == ZERO))
 
     async def send(upload_id: str, n: int, start: int, end: int) -> str:
+        async with progress.part(end - start):
+            return await send_part(upload_id, n, start, end)
+
+    async def send_part(upload_id: str, n: int, start: int, end: int) -> str:
         if kinds[start] == COPY:
             return await store.upload_part_copy(key, upload_id, n, key, start, end)
         if kinds[start] == ZERO:

@@ -421,6 +421,41 @@ def test_growing_a_file_far_without_a_handle_commits_in_the_background(run, monk
     run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
 
 
+def test_status_shows_how_far_a_background_commit_got(run, monkeypatch):
+    """A growth committed in the background is listed with the bytes of its parts
+    started and stored, as a streamed file is, not as 0 B until it ends."""
+    from s3pvefs.fs import filesystem
+    monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
+    monkeypatch.setattr(filesystem, "GROWTH_WAIT", 0.3)
+
+    async def until(fs, done):
+        for _ in range(500):
+            if done(fs.pending_files()):
+                return
+            await trio.sleep(0.01)
+        raise AssertionError(fs.pending_files())
+
+    async def body(fs, store):
+        await store.put("pve/small", b"hello\n", {"mode": "33188"})
+        inode, _ = await fs.lookup(ROOT, b"small")
+        store.stall.add("upload_part")  # the first window (its 6 bytes) waits; the zeros are copied
+        await fs.setattr(inode.ino, size=100 * MiB)
+        await until(fs, lambda files: files and files[0][2]["stored"] > 0)
+        [(path, _, p)] = fs.pending_files()
+        assert (path, p["kind"], p["written"]) == ("small", "cached", 100 * MiB)
+        assert p["parts_in_flight"] == 1 and p["sent"] == 100 * MiB and p["stored"] == 92 * MiB, p
+        store.stall.discard("upload_part")
+        store.stall.add("complete_multipart")
+        await until(fs, lambda files: files[0][2]["parts_in_flight"] == 0)
+        [(_, _, p)] = fs.pending_files()
+        assert p["sent"] == p["stored"] == 100 * MiB, p
+        store.stall.discard("complete_multipart")
+        await until(fs, lambda files: not files)
+        assert len(store.objects["pve/small"].data) == 100 * MiB
+
+    run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
+
+
 def test_closing_a_file_grown_far_commits_in_the_background(run, monkeypatch):
     """coreutils `truncate -s 2T f` opens f and ftruncates: its close returns after
     GROWTH_WAIT at most too."""
