@@ -45,6 +45,7 @@ from s3pvefs.namespace.stat import (DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat,
 from s3pvefs.read.prefetcher import Prefetcher
 from s3pvefs.read.smallbodies import SmallBodies
 from s3pvefs.store.base import ObjectStore
+from s3pvefs.store.keyorder import KeyOrderedStore
 from s3pvefs.write.budget import MemoryBudget
 from s3pvefs.write.cachespace import CacheSpace
 from s3pvefs.write.commitstore import CommitStore
@@ -80,6 +81,7 @@ DIR_TIMES_AT_EXIT = 5.0  # seconds the unmount gives pending directory times
 class Filesystem:
     def __init__(self, store: ObjectStore, config: Config, nursery: trio.Nursery,
                  clock=time.monotonic):
+        store = KeyOrderedStore(store)  # a last close's HEAD-then-DELETE never races a write
         self.store = store
         self.cfg = config
         self.keys = KeyMapper(config.store.prefix)
@@ -657,10 +659,8 @@ class Filesystem:
                         await data.keep(e)
                         self._keep_trying(inode, data)
                 etag = self.hidden.etag_of(data.key, data)
-                if etag is not None:  # unlinked while open: its object goes now, then the name is free
-                    info = await self.store.head(data.key)
-                    if info is not None and info.etag == etag:  # not replaced meanwhile
-                        await self.store.delete(data.key)
+                if etag is not None:  # unlinked while open: its object goes now, unless replaced
+                    await self.store.delete_if_unchanged(data.key, etag)
                     self.hidden.take(data.key, data)
         finally:  # whatever failed above, the handle is gone
             inode.open_handles -= 1

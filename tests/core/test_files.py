@@ -7,6 +7,7 @@ import os
 import stat as st
 
 import pytest
+import trio
 
 from s3pvefs.errors import FsError, NotFound
 from s3pvefs.errors import StoreError
@@ -345,6 +346,39 @@ def test_unlink_open_file_then_recreate_same_name(run):
         # the last close of the old file must not delete the new one
         assert store.objects["pve/f"].data == b"new!"
         assert await read_all(fs, new_ino) == b"new!"
+
+    run(body)
+
+
+@pytest.mark.parametrize("reuse", ["create", "symlink", "rename"])
+def test_last_close_of_an_unlinked_file_never_deletes_what_took_its_name(run, reuse):
+    """close(2) returns before the kernel's RELEASE is handled, so a script may reuse the
+    name while the last close of the unlinked file is still checking (HEAD) and deleting
+    its hidden object: the new file written there meanwhile must stay (found through a
+    mount: the new file's object vanished and its next write got ESTALE)."""
+    async def body(fs, store):
+        ino = await make_file(fs, ROOT, b"b", b"old" * 1000)
+        fh = await fs.open(ino, os.O_RDONLY)
+        await fs.unlink(ROOT, b"b")
+        await make_file(fs, ROOT, b"other", b"moved in")
+
+        async def reuse_the_name():
+            if reuse == "create":
+                await make_file(fs, ROOT, b"b", b"new!")
+            elif reuse == "symlink":
+                await fs.symlink(ROOT, b"b", b"target", 0, 0)
+            else:
+                await fs.rename(ROOT, b"other", ROOT, b"b", 0)
+
+        store.stall.add("delete")  # the last close has its HEAD answer; its DELETE waits
+        async with trio.open_nursery() as n:
+            n.start_soon(fs.release, fh)
+            await trio.sleep(0.05)
+            n.start_soon(reuse_the_name)
+            await trio.sleep(0.05)
+            store.stall.discard("delete")
+        want = {"create": b"new!", "symlink": b"target", "rename": b"moved in"}[reuse]
+        assert store.objects["pve/b"].data == want
 
     run(body)
 

@@ -372,6 +372,25 @@ def test_unlinked_open_file_stays_readable(mount):
         os.close(fd)
 
 
+def test_a_name_reused_right_after_the_last_close_of_its_unlinked_file_keeps_the_new_file(mount):
+    """close(2) returns before the kernel's RELEASE is handled: the last close of an
+    unlinked file may still be deleting its object when a script writes a new file
+    under the same name. The new file stays (before, its object was deleted: the next
+    write got ESTALE and the file was gone from the bucket)."""
+    m = mount()
+    for i in range(5):
+        write_local(m.path("b"), os.urandom(300_000))
+        fd = os.open(m.path("b"), os.O_RDONLY)
+        os.unlink(m.path("b"))
+        os.pread(fd, 1 << 20, 0)
+        os.close(fd)
+        write_local(m.path("b"), b"x" * 10)
+        with open(m.path("b"), "r+b") as f:  # opened again for writing, not truncated
+            f.write(b"y" * 5)
+        assert m.get("b") == b"y" * 5 + b"x" * 5, f"round {i}"
+    assert m.keys() == {m.key("b")}
+
+
 def test_o_append(mount):
     m = mount()
     f = m.path("log.txt")
