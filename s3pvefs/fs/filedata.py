@@ -92,6 +92,8 @@ class FileData:
         self.remote_size = remote_size  # size of the object at the key; None: there is none
         self.in_background = False  # a commit of it runs in the background (a far-grown file)
         self.commit_progress: CommitProgress | None = None  # the parts of a cached commit under way
+        self._commits: set[trio.CancelScope] = set()  # commits under way, for stop_commits
+        self.removing = False  # its name is being deleted or overwritten: no commit runs
         self.state = State.ATTRS
         self.stream: StreamedFile | None = None
         self.cache: SparseFile | None = None
@@ -408,20 +410,36 @@ class FileData:
     async def commit(self) -> None:
         """Make the object at the key what this mount holds (data, or attributes only).
         Raises on failure (S3 away past outage_patience, or refusing); the data stays,
-        dirty, so a later commit can try again."""
-        try:
-            await self._commit()
-        except FsError as e:
-            if self.failed_since is None:
-                self.failed_since = time.time()
-            self.last_error = str(e)
-            raise
+        dirty, so a later commit can try again. A commit its file's removal stopped
+        (stop_commits) just ends: there is nothing left to commit."""
+        with trio.CancelScope() as scope:
+            self._commits.add(scope)
+            try:
+                await self._commit()
+            except FsError as e:
+                if self.failed_since is None:
+                    self.failed_since = time.time()
+                self.last_error = str(e)
+                raise
+            finally:
+                self._commits.discard(scope)
+
+    async def stop_commits(self) -> None:
+        """The file's name is about to be deleted or overwritten, and nothing has it open:
+        a commit under way (a far growth in the background, a retry, a last close's) is
+        cancelled, its multipart upload aborted, and this returns once it has unwound, so
+        it cannot write the object back after that DELETE or over the new file."""
+        self.removing = True  # and no new one starts (a retry waking up meanwhile)
+        for scope in list(self._commits):
+            scope.cancel()
+        async with self.lock:
+            pass
 
     async def _commit(self) -> None:
-        if not self.dirty or not self.attached:
+        if not self.dirty or not self.attached or self.removing:
             return
         async with self.lock:
-            if not self.dirty or not self.attached:
+            if not self.dirty or not self.attached or self.removing:
                 return
             generation = self.generation
             key, meta = self.key, encode_metadata(self.stat)

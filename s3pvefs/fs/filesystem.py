@@ -15,6 +15,7 @@ from renames.py. Rules kept here (SEMANTICS.md says them for users):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -251,6 +252,23 @@ class Filesystem:
             ended.set()
             if self.files.get(inode.ino) is data:
                 self._drop_data(inode)
+
+    @contextlib.asynccontextmanager
+    async def _removing(self, inode: Inode | None, data: FileData | None):
+        """While the name of a file nobody has open is deleted or overwritten, none of
+        its commits runs (one under way, such as a far growth's, is stopped first); if
+        that change fails, its commits go on in the background."""
+        if inode is None or data is None or inode.open_handles:
+            yield
+            return
+        await data.stop_commits()
+        try:
+            yield
+        except BaseException:
+            data.removing = False
+            if data.dirty and data.attached:
+                self._keep_trying(inode, data)
+            raise
 
     def _keep_trying(self, inode: Inode, data: FileData) -> None:
         """A commit failed with nobody left to tell (the last close): the data is kept
@@ -696,6 +714,11 @@ class Filesystem:
         key = self.keys.key(path)
         inode = self.table.child(parent.ino, name)
         data = self.files.get(inode.ino) if inode is not None else None
+        async with self._removing(inode, data):  # else a commit could put the object back
+            await self._unlink(parent, path, key, inode, data, s)
+
+    async def _unlink(self, parent: Inode, path: str, key: str, inode: Inode | None, data: FileData | None,
+                      s: Stat) -> None:
         if data is not None:
             # Still being written: what was never sent goes to its cache; what was
             # sent is committed, and that object is then hidden like any other.
@@ -825,16 +848,17 @@ class Filesystem:
             if dst is not None:
                 self.usage.changed(dst_key, -dst.size)  # its object is overwritten
             data = self.files.get(src_inode.ino)
-            if data is not None:
-                await self.store.refuse_if_locked(src_key)  # Object Lock: before anything is copied
-                await data.move_to(dst_key, dst_path, replacing=dst is not None)
-                moved = data.stat
-            else:
-                await move_object(self.store, src_key, dst_key, src.size, self.cfg.write)
-                self.hidden.unhide(dst_key)
-                # a copy may have another ETag (a multipart copy always does); its
-                # LastModified, now, is the ctime read back (stat.decode)
-                moved = src.with_(etag=None, ctime_ns=now_ns())
+            async with self._removing(replaced, replaced_data):  # else it could write over the moved file
+                if data is not None:
+                    await self.store.refuse_if_locked(src_key)  # Object Lock: before anything is copied
+                    await data.move_to(dst_key, dst_path, replacing=dst is not None)
+                    moved = data.stat
+                else:
+                    await move_object(self.store, src_key, dst_key, src.size, self.cfg.write)
+                    self.hidden.unhide(dst_key)
+                    # a copy may have another ETag (a multipart copy always does); its
+                    # LastModified, now, is the ctime read back (stat.decode)
+                    moved = src.with_(etag=None, ctime_ns=now_ns())
             self.cache.invalidate(src_path)
             self.cache.invalidate(dst_path)
             self.cache.put_negative(src_path)

@@ -14,8 +14,11 @@ tool fails the commit (EIO, the data kept) instead of copying its bytes into a f
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 
+from s3pvefs.errors import StoreError
 from s3pvefs.store.base import ObjectStore, PartEtag
 
 SEED = 8 << 20  # bytes PUT once; every larger size is built from copies of it
@@ -39,12 +42,17 @@ class Zeros:
             while self.size < n:
                 want = min(MAX_COPY, max(n, 2 * self.size), 4 * self.size)
                 upload = await self._store.create_multipart(self.key, {})
-                parts = []
-                for number, start in enumerate(range(0, want, self.size), 1):
-                    end = min(start + self.size, want)
-                    parts.append(PartEtag(number, await self._store.upload_part_copy(
-                        self.key, upload, number, self.key, 0, end - start, src_etag=self.etag)))
-                await self._store.complete_multipart(self.key, upload, parts)
+                try:
+                    parts = []
+                    for number, start in enumerate(range(0, want, self.size), 1):
+                        end = min(start + self.size, want)
+                        parts.append(PartEtag(number, await self._store.upload_part_copy(
+                            self.key, upload, number, self.key, 0, end - start, src_etag=self.etag)))
+                    await self._store.complete_multipart(self.key, upload, parts)
+                except BaseException:  # failed, or its commit stopped (the file removed)
+                    with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                        await self._store.abort_multipart(self.key, upload)
+                    raise
                 self.size = want
                 self.etag = getattr(await self._store.head(self.key), "etag", None)
             return self.key, self.etag or ""

@@ -11,6 +11,7 @@ import logging
 import os
 import random
 
+import pytest
 import trio
 
 from s3pvefs.config import CacheConfig, Config, MiB, StoreConfig, WriteConfig
@@ -452,6 +453,41 @@ def test_status_shows_how_far_a_background_commit_got(run, monkeypatch):
         store.stall.discard("complete_multipart")
         await until(fs, lambda files: not files)
         assert len(store.objects["pve/small"].data) == 100 * MiB
+
+    run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
+
+
+@pytest.mark.parametrize("held", ["upload_part", "complete_multipart"])
+@pytest.mark.parametrize("then", ["unlink", "rename_over"])
+def test_removing_a_file_whose_growth_is_committed_in_the_background(run, monkeypatch, held, then):
+    """`truncate -s 2T disk.raw; rm disk.raw` (or `mv new.raw disk.raw`) while the growth is
+    still being copied: the commit stops (its upload aborted), so it neither brings the
+    removed file back nor writes over the file moved there, and nothing waits for it."""
+    from s3pvefs.fs import filesystem
+    monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
+    monkeypatch.setattr(filesystem, "GROWTH_WAIT", 0.3)
+
+    async def body(fs, store):
+        await store.put("pve/disk.raw", b"hello\n", {"mode": "33188"})
+        await store.put("pve/new.raw", b"the new disk", {"mode": "33188"})
+        inode, _ = await fs.lookup(ROOT, b"disk.raw")
+        await fs.lookup(ROOT, b"new.raw")
+        store.stall.add(held)
+        await fs.setattr(inode.ino, size=100 * MiB)
+        await trio.sleep(0.2)
+        assert [p for p, _, _ in fs.pending_files()] == ["disk.raw"]
+        with trio.fail_after(2):  # does not wait for the held request
+            if then == "unlink":
+                await fs.unlink(ROOT, b"disk.raw")
+            else:
+                await fs.rename(ROOT, b"new.raw", ROOT, b"disk.raw", 0)
+        store.stall.discard(held)
+        await trio.sleep(0.5)
+        assert not fs.pending_files() and not store.uploads
+        if then == "unlink":
+            assert "pve/disk.raw" not in store.objects
+        else:
+            assert store.objects["pve/disk.raw"].data == b"the new disk"
 
     run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
 
