@@ -254,21 +254,25 @@ class Filesystem:
                 self._drop_data(inode)
 
     @contextlib.asynccontextmanager
-    async def _removing(self, inode: Inode | None, data: FileData | None):
-        """While the name of a file nobody has open is deleted or overwritten, none of
-        its commits runs (one under way, such as a far growth's, is stopped first); if
-        that change fails, its commits go on in the background."""
+    async def _commits_stopped(self, inode: Inode | None, data: FileData | None, *, moving: bool = False):
+        """While the name of a file nobody has open is deleted, overwritten or moved, none
+        of its commits runs: one under way (a far growth's, a retry's) is stopped first,
+        rather than waited for or let land after. Moved (or the change failed): its
+        commit starts again in the background, at the name it has then."""
         if inode is None or data is None or inode.open_handles:
             yield
             return
         await data.stop_commits()
+        done = False
         try:
             yield
-        except BaseException:
-            data.removing = False
-            if data.dirty and data.attached:
-                self._keep_trying(inode, data)
-            raise
+            done = True
+        finally:
+            if moving or not done:
+                data.removing = False
+                if data.dirty and data.attached and not data.in_background:
+                    data.in_background = True
+                    self._nursery.start_soon(self._commit_in_background, inode, data, trio.Event())
 
     def _keep_trying(self, inode: Inode, data: FileData) -> None:
         """A commit failed with nobody left to tell (the last close): the data is kept
@@ -714,7 +718,7 @@ class Filesystem:
         key = self.keys.key(path)
         inode = self.table.child(parent.ino, name)
         data = self.files.get(inode.ino) if inode is not None else None
-        async with self._removing(inode, data):  # else a commit could put the object back
+        async with self._commits_stopped(inode, data):  # else a commit could put the object back
             await self._unlink(parent, path, key, inode, data, s)
 
     async def _unlink(self, parent: Inode, path: str, key: str, inode: Inode | None, data: FileData | None,
@@ -848,7 +852,8 @@ class Filesystem:
             if dst is not None:
                 self.usage.changed(dst_key, -dst.size)  # its object is overwritten
             data = self.files.get(src_inode.ino)
-            async with self._removing(replaced, replaced_data):  # else it could write over the moved file
+            async with self._commits_stopped(replaced, replaced_data), \
+                    self._commits_stopped(src_inode, data, moving=True):  # else a commit writes the old key
                 if data is not None:
                     await self.store.refuse_if_locked(src_key)  # Object Lock: before anything is copied
                     await data.move_to(dst_key, dst_path, replacing=dst is not None)

@@ -458,11 +458,12 @@ def test_status_shows_how_far_a_background_commit_got(run, monkeypatch):
 
 
 @pytest.mark.parametrize("held", ["upload_part", "complete_multipart"])
-@pytest.mark.parametrize("then", ["unlink", "rename_over"])
+@pytest.mark.parametrize("then", ["unlink", "rename_over", "rename_away"])
 def test_removing_a_file_whose_growth_is_committed_in_the_background(run, monkeypatch, held, then):
     """`truncate -s 2T disk.raw; rm disk.raw` (or `mv new.raw disk.raw`) while the growth is
     still being copied: the commit stops (its upload aborted), so it neither brings the
-    removed file back nor writes over the file moved there, and nothing waits for it."""
+    removed file back nor writes over the file moved there, and nothing waits for it.
+    `mv disk.raw moved.raw` does not wait either: the growth is committed at the new name."""
     from s3pvefs.fs import filesystem
     monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
     monkeypatch.setattr(filesystem, "GROWTH_WAIT", 0.3)
@@ -479,15 +480,24 @@ def test_removing_a_file_whose_growth_is_committed_in_the_background(run, monkey
         with trio.fail_after(2):  # does not wait for the held request
             if then == "unlink":
                 await fs.unlink(ROOT, b"disk.raw")
-            else:
+            elif then == "rename_over":
                 await fs.rename(ROOT, b"new.raw", ROOT, b"disk.raw", 0)
+            else:
+                await fs.rename(ROOT, b"disk.raw", ROOT, b"moved.raw", 0)
         store.stall.discard(held)
-        await trio.sleep(0.5)
+        for _ in range(300):
+            if not fs.pending_files():
+                break
+            await trio.sleep(0.01)
         assert not fs.pending_files() and not store.uploads
         if then == "unlink":
             assert "pve/disk.raw" not in store.objects
-        else:
+        elif then == "rename_over":
             assert store.objects["pve/disk.raw"].data == b"the new disk"
+        else:
+            assert "pve/disk.raw" not in store.objects
+            obj = store.objects["pve/moved.raw"].data
+            assert len(obj) == 100 * MiB and obj[:6] == b"hello\n" and obj.count(0) == 100 * MiB - 6
 
     run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
 
