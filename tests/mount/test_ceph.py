@@ -132,6 +132,37 @@ def test_6_gib_file_streamed_renamed_server_side_and_read_back(ceph_mount, tmp_p
           f"read {size / MiB / read_s:.0f} MiB/s")
 
 
+def test_rm_or_mv_of_a_file_whose_growth_is_still_being_copied(ceph_mount):
+    """`truncate -s 4G` then at once `rm` (or `mv`) of the file while Ceph still copies
+    its zeros in the background: neither waits for the copies, the removed file does not
+    come back when they would have ended, and the moved one is stored under its new name."""
+    m = ceph_mount()
+    pending = lambda: [f["path"] for f in json.loads(run_cli("status", m.mp, "--json", "--once").stdout)["files"]]
+    took = []
+    for name, then in (("gone.raw", lambda: os.unlink(m.path("gone.raw"))),
+                       ("moved.raw", lambda: os.rename(m.path("moved.raw"), m.path("there.raw")))):
+        with open(m.path(name), "wb") as f:
+            f.write(b"hello\n")
+        subprocess.run(["truncate", "-s", "4G", m.path(name)], check=True, timeout=600)
+        assert name in pending(), "the growth should still be under way (~18 s of copies)"
+        t0 = time.monotonic()
+        then()
+        took.append(time.monotonic() - t0)
+        assert took[-1] < 5, f"{name}: waited {took[-1]:.1f} s for the copies"
+    t1 = time.monotonic()
+    while pending() and time.monotonic() - t1 < 600:
+        time.sleep(1)
+    time.sleep(2)
+    assert m.keys() >= {m.key("there.raw")} and not {m.key("gone.raw"), m.key("moved.raw")} & m.keys()
+    assert m.head("there.raw")["ContentLength"] == 4 * GiB
+    body = m.s3.get_object(Bucket=m.bucket, Key=m.key("there.raw"), Range="bytes=0-9")["Body"].read()
+    assert body == b"hello\n" + bytes(4)
+    assert_no_uploads(m)
+    print(f"\nrm and mv during a 4 GiB growth on Ceph RGW: {took[0]:.2f} s and {took[1]:.2f} s; moved file stored "
+          f"{time.monotonic() - t1:.1f} s later")
+    os.unlink(m.path("there.raw"))
+
+
 def test_a_far_growth_returns_within_its_wait_and_is_stored_in_the_background(ceph_mount):
     """`truncate -s 4G` of a small file: Ceph copies the zeros physically (~230 MiB/s on
     loopback), longer than the caller may wait where nothing can interrupt it. The call
