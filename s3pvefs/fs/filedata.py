@@ -93,7 +93,7 @@ class FileData:
         self.in_background = False  # a commit of it runs in the background (a far-grown file)
         self.commit_progress: CommitProgress | None = None  # the parts of a cached commit under way
         self._commits: set[trio.CancelScope] = set()  # commits under way, for stop_commits
-        self.removing = False  # its name is being deleted or overwritten: no commit runs
+        self.removing = False  # its name is being deleted, overwritten or moved: no commit runs
         self.state = State.ATTRS
         self.stream: StreamedFile | None = None
         self.cache: SparseFile | None = None
@@ -425,10 +425,11 @@ class FileData:
                 self._commits.discard(scope)
 
     async def stop_commits(self) -> None:
-        """The file's name is about to be deleted or overwritten, and nothing has it open:
-        a commit under way (a far growth in the background, a retry, a last close's) is
-        cancelled, its multipart upload aborted, and this returns once it has unwound, so
-        it cannot write the object back after that DELETE or over the new file."""
+        """The file's name is about to be deleted, overwritten or moved, and nothing has it
+        open: a commit under way (a far growth in the background, a retry of a kept file)
+        is cancelled, its multipart upload aborted, and this returns once it has unwound,
+        so it cannot write the object back after that DELETE, over the new file, or at the
+        old name. Until `removing` is cleared no other commit starts."""
         self.removing = True  # and no new one starts (a retry waking up meanwhile)
         for scope in list(self._commits):
             scope.cancel()
