@@ -231,13 +231,18 @@ class Filesystem:
 
     async def _commit_grown(self, inode: Inode, data: FileData) -> None:
         """Commit a far-grown file, waiting GROWTH_WAIT at most (see BACKGROUND_GROWTH)."""
-        ended = trio.Event()
-        data.in_background = True  # from now: a release must not wait for it
-        self._nursery.start_soon(self._commit_in_background, inode, data, ended)
+        ended = self._commit_in_background_soon(inode, data)
         with trio.move_on_after(GROWTH_WAIT):
             await ended.wait()
         if not ended.is_set():
             log.info("%s: committing its growth goes on in the background", data.path)
+
+    def _commit_in_background_soon(self, inode: Inode, data: FileData) -> trio.Event:
+        """Start the file's commit in a task of its own; the event is set when it ends."""
+        ended = trio.Event()
+        data.in_background = True  # from now: a release must not wait for it
+        self._nursery.start_soon(self._commit_in_background, inode, data, ended)
+        return ended
 
     async def _commit_in_background(self, inode: Inode, data: FileData, ended: trio.Event) -> None:
         try:
@@ -271,8 +276,7 @@ class Filesystem:
             if moving or not done:
                 data.removing = False
                 if data.dirty and data.attached and not data.in_background:
-                    data.in_background = True
-                    self._nursery.start_soon(self._commit_in_background, inode, data, trio.Event())
+                    self._commit_in_background_soon(inode, data)
 
     def _keep_trying(self, inode: Inode, data: FileData) -> None:
         """A commit failed with nobody left to tell (the last close): the data is kept

@@ -54,11 +54,9 @@ class KeyOrderedStore:
         async with self._holding(key):
             return await self._store.complete_multipart(key, upload_id, parts)
 
-    async def delete_if_unchanged(self, key: str, etag: str) -> bool:
-        """Delete the object at key if it is still the one with etag; whether it was."""
+    async def delete_if_unchanged(self, key: str, etag: str) -> None:
+        """Delete the object at key if it is still the one with etag."""
         async with self._holding(key):
             info = await self._store.head(key)
-            if info is None or info.etag != etag:
-                return False
-            await self._store.delete(key)
-            return True
+            if info is not None and info.etag == etag:
+                await self._store.delete(key)

@@ -14,15 +14,15 @@ tool fails the commit (EIO, the data kept) instead of copying its bytes into a f
 
 from __future__ import annotations
 
-import contextlib
-
 import trio
 
-from s3pvefs.errors import StoreError
-from s3pvefs.store.base import ObjectStore, PartEtag
+from s3pvefs.config import WriteConfig
+from s3pvefs.store.base import ObjectStore
+from s3pvefs.write.uploader import multipart
 
 SEED = 8 << 20  # bytes PUT once; every larger size is built from copies of it
 MAX_COPY = 5 << 30  # S3's largest UploadPartCopy
+ONE_PART_AT_A_TIME = WriteConfig(upload_concurrency=1)  # a build happens once per mount: no hurry
 
 
 class Zeros:
@@ -41,18 +41,15 @@ class Zeros:
                 self.etag = getattr(await self._store.head(self.key), "etag", None)
             while self.size < n:
                 want = min(MAX_COPY, max(n, 2 * self.size), 4 * self.size)
-                upload = await self._store.create_multipart(self.key, {})
-                try:
-                    parts = []
-                    for number, start in enumerate(range(0, want, self.size), 1):
-                        end = min(start + self.size, want)
-                        parts.append(PartEtag(number, await self._store.upload_part_copy(
-                            self.key, upload, number, self.key, 0, end - start, src_etag=self.etag)))
-                    await self._store.complete_multipart(self.key, upload, parts)
-                except BaseException:  # failed, or its commit stopped (the file removed)
-                    with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
-                        await self._store.abort_multipart(self.key, upload)
-                    raise
+                ranges = [(number, start, min(start + self.size, want))
+                          for number, start in enumerate(range(0, want, self.size), 1)]
+
+                async def copy(upload: str, number: int, start: int, end: int) -> str:
+                    return await self._store.upload_part_copy(self.key, upload, number, self.key, 0, end - start,
+                                                              src_etag=self.etag)
+
+                # aborted if it fails, or if the commit that wanted it is stopped (its file removed)
+                await multipart(self._store, self.key, {}, ranges, ONE_PART_AT_A_TIME, copy)
                 self.size = want
                 self.etag = getattr(await self._store.head(self.key), "etag", None)
             return self.key, self.etag or ""

@@ -422,19 +422,21 @@ def test_growing_a_file_far_without_a_handle_commits_in_the_background(run, monk
     run(body, write=WriteConfig(multipart_threshold=8 * MiB, min_part_size=8 * MiB))
 
 
+async def until(fs, done):
+    """Until done(fs.pending_files()), 5 s at most."""
+    for _ in range(500):
+        if done(fs.pending_files()):
+            return
+        await trio.sleep(0.01)
+    raise AssertionError(fs.pending_files())
+
+
 def test_status_shows_how_far_a_background_commit_got(run, monkeypatch):
     """A growth committed in the background is listed with the bytes of its parts
     started and stored, as a streamed file is, not as 0 B until it ends."""
     from s3pvefs.fs import filesystem
     monkeypatch.setattr(filesystem, "BACKGROUND_GROWTH", 32 * MiB)
     monkeypatch.setattr(filesystem, "GROWTH_WAIT", 0.3)
-
-    async def until(fs, done):
-        for _ in range(500):
-            if done(fs.pending_files()):
-                return
-            await trio.sleep(0.01)
-        raise AssertionError(fs.pending_files())
 
     async def body(fs, store):
         await store.put("pve/small", b"hello\n", {"mode": "33188"})
@@ -485,11 +487,8 @@ def test_removing_a_file_whose_growth_is_committed_in_the_background(run, monkey
             else:
                 await fs.rename(ROOT, b"disk.raw", ROOT, b"moved.raw", 0)
         store.stall.discard(held)
-        for _ in range(300):
-            if not fs.pending_files():
-                break
-            await trio.sleep(0.01)
-        assert not fs.pending_files() and not store.uploads
+        await until(fs, lambda files: not files)
+        assert not store.uploads
         if then == "unlink":
             assert "pve/disk.raw" not in store.objects
         elif then == "rename_over":
