@@ -289,7 +289,7 @@ class FileData:
             cache.truncate(size)
 
     async def empty(self) -> None:
-        """open(O_TRUNC) of a file with bytes: it starts over (streamed, if it can)."""
+        """open(O_TRUNC): the file starts over (streamed, if it can), its mtime and ctime now."""
         if self.state is State.KEPT:  # all of it goes: nothing to finish
             self._discard_kept()
         if self.state is State.CACHED:

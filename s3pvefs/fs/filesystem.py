@@ -522,13 +522,17 @@ class Filesystem:
         inode = self._inode(ino)
         if inode.kind == DIR:
             raise IsADir("is a directory")
-        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        if writable or flags & os.O_TRUNC:
+        # O_TRUNC empties the file whatever the access mode (Linux does, having checked
+        # write permission), and sets its mtime and ctime even when it was empty already
+        # (`: > stamp`); such a handle commits at close like a writer's.
+        truncates = bool(flags & os.O_TRUNC)
+        writable = truncates or (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writable:
             self._writable()
-        s = await self.getattr(ino, complete=bool(writable and flags & os.O_TRUNC))
+        s = await self.getattr(ino, complete=truncates)
         inode.open_handles += 1
         try:
-            if flags & os.O_TRUNC and writable and s.size:
+            if truncates:
                 await self._data(inode, s).empty()
         except BaseException:
             self.table.release_handle(inode)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 import stat as st
 
 import pytest
@@ -153,6 +154,24 @@ def test_o_trunc_without_write(run):
         assert await fs.read(fh, 0, 100) == b""
         await fs.release(fh)
         assert store.objects["pve/f"].data == b""
+
+    run(body)
+
+
+@pytest.mark.parametrize("content", [b"", b"old contents"])
+@pytest.mark.parametrize("access", [os.O_WRONLY, os.O_RDONLY])
+def test_o_trunc_with_any_access_empties_and_sets_the_times(run, content, access):
+    async def body(fs, store):
+        ino = await make_file(fs, ROOT, b"f", content)
+        await fs.setattr(ino, mtime_ns=1_600_000_000 * 10**9)
+        t0 = time.time_ns()
+        fh = await fs.open(ino, access | os.O_TRUNC)
+        s = await fs.getattr(ino)
+        assert s.size == 0 and s.mtime_ns >= t0 and s.ctime_ns >= t0
+        await fs.flush(fh)
+        await fs.release(fh)
+        obj = store.objects["pve/f"]
+        assert obj.data == b"" and int(float(obj.metadata["mtime"])) >= t0 // 10**9
 
     run(body)
 

@@ -35,6 +35,28 @@ def test_rename_sets_ctime_and_keeps_mtime(mount):
     assert mtime3 == mtime and ctime3 >= int(t0)
 
 
+@pytest.mark.parametrize("size", [0, 5])
+@pytest.mark.parametrize("access", [os.O_WRONLY, os.O_RDONLY])
+def test_o_trunc_empties_and_sets_the_times_as_linux_does(mount, tmp_path, size, access):
+    """As on a local filesystem: O_TRUNC with any access mode empties the file, and sets
+    mtime and ctime even where it was empty already (`: > stamp`); after a remount too."""
+    m = mount()
+    for root in (str(tmp_path), m.mp):
+        with open(os.path.join(root, "f"), "wb") as f:
+            f.write(b"x" * size)
+        os.utime(os.path.join(root, "f"), (1_600_000_000, 1_600_000_000))
+    time.sleep(1.1)  # LastModified has whole seconds
+    t0 = time.time()
+    for root in (str(tmp_path), m.mp):
+        os.close(os.open(os.path.join(root, "f"), access | os.O_TRUNC))
+        s = os.stat(os.path.join(root, "f"))
+        assert s.st_size == 0 and s.st_mtime >= t0 - 0.01 and s.st_ctime >= t0 - 0.01, (root, s)
+    m.remount()
+    s = os.stat(m.path("f"))
+    assert s.st_size == 0 and s.st_mtime >= int(t0), s
+    assert float(m.meta("f")["mtime"]) >= int(t0)
+
+
 @pytest.mark.parametrize("change", ["create", "unlink", "mkdir", "rmdir", "rename", "symlink", "mkfifo"])
 def test_entries_changing_set_the_directory_times_and_they_persist(mount, change):
     m = mount()
