@@ -235,7 +235,7 @@ def test_each_operation_sets_the_times_a_local_filesystem_sets(mount, tmp_path):
     os.mkdir(ours)
     os.mkdir(local)
     draw, rnd, log, kinds, k = Draw(7), random.Random(107), [], set(), 0
-    for i in range(110):
+    for i in range(80):
         there = _stamps(local)
         files = sorted(p for p, v in there.items() if v[2] == stat.S_IFREG)
         if rnd.random() < 0.45 and files:  # aimed at times, on a file there (mostly)
