@@ -39,15 +39,15 @@ class Zeros:
                 await self._store.put(self.key, bytes(SEED), {})
                 self.size = SEED
                 self.etag = getattr(await self._store.head(self.key), "etag", None)
+
+            async def copy(upload: str, number: int, start: int, end: int) -> str:  # a part: the object so far
+                return await self._store.upload_part_copy(self.key, upload, number, self.key, 0, end - start,
+                                                          src_etag=self.etag)
+
             while self.size < n:
                 want = min(MAX_COPY, max(n, 2 * self.size), 4 * self.size)
                 ranges = [(number, start, min(start + self.size, want))
                           for number, start in enumerate(range(0, want, self.size), 1)]
-
-                async def copy(upload: str, number: int, start: int, end: int) -> str:
-                    return await self._store.upload_part_copy(self.key, upload, number, self.key, 0, end - start,
-                                                              src_etag=self.etag)
-
                 # aborted if it fails, or if the commit that wanted it is stopped (its file removed)
                 await multipart(self._store, self.key, {}, ranges, ONE_PART_AT_A_TIME, copy)
                 self.size = want

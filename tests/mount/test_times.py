@@ -251,7 +251,7 @@ def test_each_operation_sets_the_times_a_local_filesystem_sets(mount, tmp_path):
             run = lambda root: apply(root, op, args)  # noqa: E731
         time.sleep(1.05)  # each operation in a second of its own
         t0 = time.time_ns()
-        before = {"ours": _stamps(ours), "local": _stamps(local)}
+        before = {"ours": _stamps(ours), "local": there}
         got, want = run(ours), run(local)
         log.append(f"{i} {shown(op, args)}: {want}")
         assert got == want, (f"operation {i} {shown(op, args)}: the mount answered {got!r}, locally {want!r}"
