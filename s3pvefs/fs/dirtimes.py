@@ -1,8 +1,9 @@
 """A directory's mtime and ctime follow its entries, as on a local filesystem: creating,
 removing or renaming a name in it sets both to now.
 
-Shown at once (the metadata cache; the kernel drops its own copy of the directory's
-attributes after each such change). Kept in the bucket where that is cheap: a directory
+Shown at once: the metadata cache overlays a pending time on whatever attributes of the
+directory it holds or reads from S3 meanwhile (`MetaCache.pending_dir_times`), and the
+kernel drops its own copy of the directory's attributes after each such change. Kept in the bucket where that is cheap: a directory
 with a marker object (`dir/`) has it rewritten at most once per DELAY seconds, however
 many names changed meanwhile (a `tar -x` of a thousand files in one directory costs one
 HEAD and one PUT, not a thousand). The marker keeps every header other tools wrote on it
@@ -43,26 +44,36 @@ class DirectoryTimes:
         self._delay = delay
         self._due: dict[str, tuple[float, int]] = {}  # directory path -> (when its marker is rewritten, time)
         self._wake = trio.Event()
+        # One marker write at a time: a rewrite reads the marker's headers and PUTs them
+        # back, so a chmod or utime written between the two would be lost.
+        self.marker_lock = trio.Lock()
 
     def changed(self, path: str, t_ns: int) -> Stat | None:
         """An entry of directory `path` was created, removed or renamed at t_ns: its
         times, now; its marker, within the delay. The new attributes when known."""
+        if path:  # the root has no object
+            due = self._due[path][0] if path in self._due else trio.current_time() + self._delay
+            self._due[path] = (due, t_ns)
+            self._cache.pending_dir_times[path] = t_ns
+            self._wake.set()
         s = self._cache.stats.get(path)
         if s is not None and s.kind == DIR:
             s = s.with_(mtime_ns=t_ns, ctime_ns=t_ns)
             self._cache.put_stat(path, s)
-        else:
-            s = None
-        if path:  # the root has no object
-            due = self._due[path][0] if path in self._due else trio.current_time() + self._delay
-            self._due[path] = (due, t_ns)
-            self._wake.set()
-        return s
+            return s
+        return None
+
+    def superseded(self, path: str) -> None:
+        """The directory's marker is being written with all its attributes (chmod, utime):
+        its pending times are in them, and a later rewrite must not undo an explicit mtime."""
+        self._due.pop(path, None)
+        self._cache.pending_dir_times.pop(path, None)
 
     def forget(self, path: str) -> None:
         """The directory is gone or moved (rmdir, rename): nothing to write for it or below."""
-        for p in [p for p in self._due if p == path or p.startswith(path + "/")]:
-            del self._due[p]
+        for pending in (self._due, self._cache.pending_dir_times):
+            for p in [p for p in pending if p == path or p.startswith(path + "/")]:
+                del pending[p]
 
     async def flush(self) -> None:
         """Write every pending marker now (unmount)."""
@@ -88,6 +99,12 @@ class DirectoryTimes:
     async def _write(self, path: str, t_ns: int) -> None:
         t = format_time(t_ns)
         try:
-            await rewrite_marker(self._store, self._keys.dir_prefix(path), {"mtime": t, "ctime": t})
+            async with self.marker_lock:
+                if self._cache.pending_dir_times.get(path) != t_ns:
+                    return  # superseded (chmod, utime) or forgotten (rmdir, rename) meanwhile
+                await rewrite_marker(self._store, self._keys.dir_prefix(path), {"mtime": t, "ctime": t})
         except StoreError as e:  # times only: the entries themselves are stored
             log.warning("could not keep the times of directory %s: %s", path, e)
+        finally:
+            if path not in self._due and self._cache.pending_dir_times.get(path) == t_ns:
+                del self._cache.pending_dir_times[path]  # held by the marker now (or lost: logged)

@@ -380,9 +380,14 @@ class Filesystem:
                 raise IsADir("cannot truncate a directory")
             new = s.with_(**changes)
             path = self.path(inode)
-            # the marker keeps what other tools wrote on it; a prefix-only directory gets one
-            if not await rewrite_marker(self.store, self.keys.dir_prefix(path), encode_metadata(new)):
-                await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(new), DIR_CONTENT_TYPE)
+            async with self.dir_times.marker_lock:
+                pending = self.cache.pending_dir_times.get(path)  # a name changed since getattr
+                if pending is not None and mtime_ns is None:
+                    new = new.with_(mtime_ns=max(new.mtime_ns, pending))
+                self.dir_times.superseded(path)  # new holds its pending times, or replaces them
+                # the marker keeps what other tools wrote on it; a prefix-only directory gets one
+                if not await rewrite_marker(self.store, self.keys.dir_prefix(path), encode_metadata(new)):
+                    await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(new), DIR_CONTENT_TYPE)
             self.cache.put_stat(path, new)
             return new
         data = self._data(inode, s)

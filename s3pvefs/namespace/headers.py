@@ -142,7 +142,7 @@ class HeaderReader:
                     if info is not None and not self._hidden(key, info.etag):
                         pending.result = decode(info, DIR if is_old_style_dir(info) else FILE, self._defaults)
             if pending.result is not None:
-                self._cache.put_stat(path, pending.result)
+                pending.result = self._cache.put_stat(path, pending.result)
         except StoreError as e:
             pending.error = e
         except Exception as e:  # noqa: BLE001 - a background task must not kill the mount

@@ -20,7 +20,7 @@ from typing import Callable
 from cachetools import LRUCache, TTLCache
 
 from s3pvefs.config import CacheConfig
-from s3pvefs.namespace.stat import Stat
+from s3pvefs.namespace.stat import DIR, Stat
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class MetaCache:
         # How many entries recently listed directories had, kept past their listings.
         self.listed_sizes: TTLCache[str, int] = TTLCache(cfg.listing_max_entries, 6 * cfg.listing_ttl,
                                                          timer=clock)
+        # Directory -> the time a name in it last changed here, while its marker does not
+        # hold it yet (fs/dirtimes.py): attributes read from S3 meanwhile show it.
+        self.pending_dir_times: dict[str, int] = {}
 
     def lookup(self, path: str) -> Stat | None | bool:
         """Cached attributes, False if known absent, None if unknown."""
@@ -63,12 +66,16 @@ class MetaCache:
             return listing.entries.get(name, False)
         return None
 
-    def put_stat(self, path: str, s: Stat) -> None:
+    def put_stat(self, path: str, s: Stat) -> Stat:
+        """Cache path's attributes; what is cached (with a pending directory time)."""
+        if s.kind == DIR and (t := self.pending_dir_times.get(path)) is not None:
+            s = s.with_(mtime_ns=max(s.mtime_ns, t), ctime_ns=max(s.ctime_ns, t))
         self.negative.pop(path, None)
         self.stats[path] = s
         if s.complete:  # what answers in an outage must be what the headers said
             self.last_known[path] = s
         self._listed(path, s)
+        return s
 
     def put_negative(self, path: str) -> None:
         self.stats.pop(path, None)
@@ -109,7 +116,7 @@ class MetaCache:
     def invalidate_tree(self, path: str) -> None:
         """A directory was renamed or removed: drop everything at or below it."""
         below = path + "/"
-        for cache in (self.stats, self.negative, self.listings, self.last_known):
+        for cache in (self.stats, self.negative, self.listings, self.last_known, self.pending_dir_times):
             for key in [k for k in list(cache.keys()) if k == path or k.startswith(below)]:
                 cache.pop(key, None)
         self.listings.pop(parent_of(path), None)

@@ -90,8 +90,7 @@ class Resolver:
         else:
             self.cache.put_negative(path)
             return None
-        self.cache.put_stat(path, s)
-        return s
+        return self.cache.put_stat(path, s)
 
     async def resolve(self, parent_path: str, name: str) -> Stat | None:
         """What parent_path/name is, as cheaply as the caches allow: maybe only what a

@@ -190,3 +190,44 @@ def test_rmdir_while_the_last_close_of_an_unlinked_file_deletes_it(run):
         assert keys(store) == []
 
     run(body)
+
+
+PAST = 1_600_000_000 * 10**9
+
+
+def test_a_directory_read_again_shows_the_times_its_marker_does_not_hold_yet(run):
+    from tests.core.conftest import FakeClock
+    clock = FakeClock()
+
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"d", 0o755, 0, 0)
+        await fs.setattr(d.ino, mtime_ns=PAST)
+        await make_file(fs, d.ino, b"f", b"x")
+        changed = (await fs.getattr(d.ino)).mtime_ns
+        assert changed > PAST
+        assert store.objects["pve/d/"].metadata["mtime"] == str(PAST // 10**9)  # not yet written
+        clock.advance(3600)  # the cached attributes expire: read from the marker again
+        fs.cache.stats.clear()
+        s = await fs.getattr(d.ino)
+        assert s.mtime_ns == changed and s.ctime_ns >= changed
+        await fs.dir_times.flush()
+        assert fs.cache.pending_dir_times == {}
+
+    run(body, clock=clock)
+
+
+def test_an_explicit_directory_mtime_is_not_undone_by_its_pending_times(run):
+    """tar -x and rsync -a set a directory's mtime right after filling it."""
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"d", 0o755, 0, 0)
+        await make_file(fs, d.ino, b"f", b"x")
+        await fs.setattr(d.ino, mtime_ns=PAST)
+        await fs.dir_times.flush()  # what the pending rewrite would have written
+        assert store.objects["pve/d/"].metadata["mtime"] == str(PAST // 10**9)
+        fs.cache.stats.clear()
+        assert (await fs.getattr(d.ino)).mtime_ns == PAST
+        await make_file(fs, d.ino, b"g", b"x")  # a later change sets it again
+        await fs.dir_times.flush()
+        assert int(float(store.objects["pve/d/"].metadata["mtime"])) > PAST // 10**9
+
+    run(body)

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from tests.mount.test_streaming import sh
+
 pytestmark = pytest.mark.mount
 
 
@@ -99,6 +101,59 @@ def test_directory_times_reach_the_marker_without_unmount(mount):
         assert time.time() < deadline, "directory times never reached the marker"
         time.sleep(0.2)
     assert stat.S_IMODE(int(m.meta("d/")["mode"])) == 0o755
+
+
+def test_new_directory_times_show_when_its_attributes_were_not_cached(mount):
+    """The change's time shows at once even where the mount reads the directory's
+    attributes from S3 again before its marker holds it (stat_ttl shorter than the
+    marker's delay here; with the defaults, a change that takes longer than stat_ttl)."""
+    m = mount(["stat_ttl=0.1", "negative_ttl=0.1", "listing_ttl=0.1",
+               "kernel_entry_timeout=0.1", "kernel_attr_timeout=0.1"])
+    os.mkdir(m.path("d"))
+    os.utime(m.path("d"), (1_600_000_000, 1_600_000_000))
+    time.sleep(0.3)
+    t0 = time.time()
+    open(m.path("d", "new"), "wb").close()
+    for _ in range(5):  # past stat_ttl, before the marker's rewrite (2 s)
+        time.sleep(0.3)
+        mtime, ctime = times(m.path("d"))
+        assert mtime >= t0 - 0.01 and ctime >= t0 - 0.01, (mtime, ctime, t0)
+
+
+@pytest.mark.parametrize("how", ["utime", "chmod", "rsync", "tar"])
+def test_directory_attributes_set_right_after_its_entries_changed_last(mount, tmp_path, how):
+    """`tar -x` and `rsync -a` set a directory's mtime after filling it: the marker's
+    pending rewrite for the new entries must not undo it, now or after a remount."""
+    m = mount()
+    src = tmp_path / "src"
+    (src / "d" / "sub").mkdir(parents=True)
+    for name in ("a", "b", "sub/c"):
+        (src / "d" / name).write_bytes(name.encode())
+    os.utime(src / "d" / "sub", (1_500_000_000, 1_500_000_000))
+    os.utime(src / "d", (1_600_000_000, 1_600_000_000))
+    if how == "rsync":
+        sh(f"rsync -a {src}/ {m.mp}/")
+    elif how == "tar":
+        sh(f"tar -C {src} -cf {tmp_path}/t.tar d && tar -C {m.mp} -xf {tmp_path}/t.tar")
+    else:
+        os.mkdir(m.path("d"))
+        open(m.path("d", "a"), "wb").close()
+        if how == "utime":
+            os.utime(m.path("d"), (1_600_000_000, 1_600_000_000))
+        else:
+            t0 = time.time()
+            os.chmod(m.path("d"), 0o700)
+    want = {"d": 1_600_000_000, "d/sub": 1_500_000_000} if how in ("rsync", "tar") else {}
+    if how == "utime":
+        want = {"d": 1_600_000_000}
+    time.sleep(3)  # past the marker's rewrite (2 s)
+    for when in ("mounted", "remounted"):
+        for d, mtime in want.items():
+            assert times(m.path(d))[0] == mtime, (when, d)
+        if how == "chmod":
+            s = os.stat(m.path("d"))
+            assert stat.S_IMODE(s.st_mode) == 0o700 and s.st_mtime >= t0 - 1.5, (when, s)
+        m.remount()
 
 
 def test_chmod_of_a_directory_keeps_the_headers_other_tools_wrote(mount):
