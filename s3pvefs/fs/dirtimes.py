@@ -3,11 +3,14 @@ removing or renaming a name in it sets both to now.
 
 Shown at once: the metadata cache overlays a pending time on whatever attributes of the
 directory it holds or reads from S3 meanwhile (`MetaCache.pending_dir_times`), and the
-kernel drops its own copy of the directory's attributes after each such change. Kept in the bucket where that is cheap: a directory
-with a marker object (`dir/`) has it rewritten at most once per DELAY seconds, however
-many names changed meanwhile (a `tar -x` of a thousand files in one directory costs one
-HEAD and one PUT, not a thousand). The marker keeps every header other tools wrote on it
-(`rewrite_marker`). The root and directories that exist only as a key prefix have no
+kernel drops its own copy of the directory's attributes after each such change. Kept in
+the bucket where that is cheap: a directory with a marker object (`dir/`) has it
+rewritten at most once per DELAY seconds, however many names changed meanwhile (a
+`tar -x` of a thousand files in one directory costs one HEAD and one PUT, not a
+thousand). The marker keeps every header other tools wrote on it (`rewrite_marker`); a
+chmod, chown or utime of the directory writes it at once with every attribute and
+supersedes the pending rewrite (`tar -x` and `rsync -a` set a directory's mtime right
+after filling it). The root and directories that exist only as a key prefix have no
 object to hold times: theirs last as long as the mount's cached attributes.
 """
 
