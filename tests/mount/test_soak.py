@@ -18,9 +18,10 @@ ended. The descriptors must come back (within a few sockets of the connection
 pool); the peak must stay within the memory the mount is allowed (write budget +
 read-ahead budget) plus 64 MiB and one block of the CRT's buffer pool; and once every
 file is closed the RSS outside that pool's blocks must be back within 64 MiB of where
-it started, so a leak of buffers or handles shows however long the soak runs. The
-warm-up writes and reads back a 24 MiB file per worker at once first, so that pools the
-daemon keeps after their first use are in the baseline (see CRT_BLOCK).
+it started (or of the level it held in the soak's first half, if higher: glibc keeps or
+returns freed heap by chance), so a leak of buffers or handles shows however long the
+soak runs. The warm-up writes and reads back a 24 MiB file per worker at once first, so
+that pools the daemon keeps after their first use are in the baseline (see CRT_BLOCK).
 
 Default: 90 s of soak against moto (about 2 minutes in all on the 2-core test
 machine). Longer by hand: S3PVEFS_SOAK_SECONDS=1800 ./scripts/test.sh tests/mount/test_soak.py -s
@@ -539,7 +540,14 @@ def test_soak_16_workers_mixed_files(mount):
     assert fds1["file"] <= fds0["file"], f"files the daemon keeps open: {fds0} -> {fds1}"
     limit_kib = (WRITE_BUDGET + READ_BUDGET + SLACK + CRT_BLOCK) // KiB
     assert peak - rss0 < limit_kib, f"peak RSS grew {(peak - rss0) / 1024:.0f} MiB"
-    assert rss1 - rss0 < SLACK // KiB, f"RSS grew {(rss1 - rss0) / 1024:.0f} MiB with every file closed"
+    # A leak grows with the operations; the heap a run keeps does not. The level the RSS
+    # held in the soak's first half is the baseline when above the warm-up's: glibc gives
+    # freed memory back or keeps it by chance (warm-up baselines of 102 and 195 MiB, the
+    # same code; a run failed with 177 MiB at the end and 152-226 MiB all along).
+    first_half = sorted(mib for mib, _ in sampler.samples[:max(1, len(sampler.samples) // 2)])
+    level = max(rss0, int(first_half[len(first_half) // 2] * 1024)) if first_half else rss0
+    assert rss1 - level < SLACK // KiB, (f"RSS grew {(rss1 - level) / 1024:.0f} MiB with every file closed, "
+                                         f"from {level / 1024:.0f} MiB (the soak's first half)")
     assert pool1 <= CRT_BLOCK // KiB, f"the CRT's pool holds {pool1 / 1024:.0f} MiB with every file closed"
     # every worker's files went through the mount: sizes seen through it match the model
     for rel, (size, _) in result["files"].items():
