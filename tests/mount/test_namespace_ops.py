@@ -7,7 +7,9 @@ was renamed away or unlinked, and writes to a descriptor after its file was rena
 Whatever the local filesystem answers (a value, or which errno), the mount must answer
 the same. Every 50 operations and at the end both trees are compared whole (types,
 modes, listings, bytes, link targets); then again after a remount, and as a second
-mount of the same bucket sees them: what a node wrote is what S3 holds.
+mount of the same bucket sees them: what a node wrote is what S3 holds. A second test
+sends each operation through one of two mounts of the same bucket at random (short
+TTLs): both see one tree, the local one, file mtimes included.
 
 Operations whose semantics differ by design (hard links, times, directory nlink) are
 not drawn. The seeds are fixed: a failure prints the operations before it."""
@@ -20,6 +22,7 @@ import os
 import random
 import shutil
 import stat
+import time
 
 import pytest
 
@@ -195,4 +198,65 @@ def test_namespace_operations_answer_as_a_local_filesystem(mount, tmp_path, seed
     same_trees(ours, local, "after a remount", log)
     other = mount(bucket=m.bucket)  # another node: its own cache, the same bucket and prefix
     same_trees(other.path("t"), local, "on a second mount of the bucket", log)
+    shutil.rmtree(local)
+
+
+FRESH = ["stat_ttl=0.1", "negative_ttl=0.1", "listing_ttl=0.1", "kernel_entry_timeout=0.1",
+         "kernel_attr_timeout=0.1"]
+
+
+def file_mtimes(root: str) -> dict[str, int]:
+    return {rel: int(os.lstat(os.path.join(root, rel)).st_mtime)
+            for rel, d in tree(root).items() if d[0] == "file"}
+
+
+def same_on_both_nodes(nodes: list[str], local: str, when: str, log: list[str]) -> None:
+    """Each node shows the local tree, and each file's mtime within 2 s of the local one
+    (whole seconds), once its caches expired (0.1 s) and within 3 s."""
+    want, want_times = tree(local), file_mtimes(local)
+    for node in nodes:
+        deadline = time.monotonic() + 3
+        while True:
+            got, got_times = tree(node), file_mtimes(node)
+            times_off = {k: (got_times.get(k), t) for k, t in want_times.items()
+                         if got_times.get(k) is None or abs(got_times[k] - t) > 2}
+            if got == want and not times_off:
+                break
+            if time.monotonic() > deadline:
+                diffs = [(k, got.get(k), want.get(k)) for k in sorted(set(got) | set(want))
+                         if got.get(k) != want.get(k)]
+                pytest.fail(f"{when}: {node} differs from the local tree (path, node, local): {diffs[:6]}; "
+                            f"mtimes (node, local): {dict(list(times_off.items())[:6])}\n"
+                            "last operations:\n" + "\n".join(log[-12:]))
+            time.sleep(0.2)
+
+
+def test_operations_through_two_mounts_of_one_bucket_answer_as_one_local_filesystem(mount, tmp_path):
+    """Two nodes writing one tree in turn (each change is on S3 when its call returns, and
+    shows on the other node once its caches expired):
+    renames of streamed and appended files and of directories keep the files' mtimes."""
+    first = mount(FRESH)
+    second = mount(FRESH, bucket=first.bucket)
+    os.mkdir(first.path("t"))
+    nodes, local = [first.path("t"), second.path("t")], str(tmp_path / "local")
+    os.mkdir(local)
+    draw, log, rnd, node = Draw(3), [], random.Random(3), None
+    for i in range(150):
+        op, args = draw()
+        if op in ("create", "pwrite") and rnd.random() < 0.2:  # some files streamed in parts (20 MiB)
+            args = (*args[:-1], args[-1] * (1 + (20 << 20) // max(1, len(args[-1]))))
+        previous, node = node, rnd.randrange(2)
+        if node != previous:
+            time.sleep(0.25)  # what the other node did shows once the caches expire (0.1 s each)
+        want = apply(local, op, args)
+        got = apply(nodes[node], op, args)
+        log.append(f"{i} node {node}: {shown(op, args)}: {want}")
+        if got != want:
+            pytest.fail(f"operation {i} on node {node} {shown(op, args)}: the mount answered {got!r}, a local "
+                        f"filesystem {want!r}\nlast operations:\n" + "\n".join(log[-12:-1]))
+        if i % 10 == 9:
+            same_on_both_nodes(nodes, local, f"after operation {i}", log)
+    first.remount()
+    second.remount()
+    same_on_both_nodes(nodes, local, "after remounts", log)
     shutil.rmtree(local)
