@@ -45,7 +45,9 @@ class DirectoryTimes:
     def __init__(self, store: ObjectStore, keys: KeyMapper, cache: MetaCache, delay: float = DELAY):
         self._store, self._keys, self._cache = store, keys, cache
         self._delay = delay
-        self._due: dict[str, tuple[float, int]] = {}  # directory path -> (when its marker is rewritten, time)
+        # directory path -> when its marker is rewritten; the time it gets is the cache's
+        # pending_dir_times[path] (shown meanwhile), so the two never disagree
+        self._due: dict[str, float] = {}
         self._wake = trio.Event()
         # One marker write at a time: a rewrite reads the marker's headers and PUTs them
         # back, so a chmod or utime written between the two would be lost.
@@ -55,8 +57,7 @@ class DirectoryTimes:
         """An entry of directory `path` was created, removed or renamed at t_ns: its
         times, now; its marker, within the delay. The new attributes when known."""
         if path:  # the root has no object
-            due = self._due[path][0] if path in self._due else trio.current_time() + self._delay
-            self._due[path] = (due, t_ns)
+            self._due.setdefault(path, trio.current_time() + self._delay)
             self._cache.pending_dir_times[path] = t_ns
             self._wake.set()
         s = self._cache.stats.get(path)
@@ -81,8 +82,8 @@ class DirectoryTimes:
     async def flush(self) -> None:
         """Write every pending marker now (unmount)."""
         for path in list(self._due):
-            if (entry := self._due.pop(path, None)) is not None:
-                await self._write(path, entry[1])
+            if self._due.pop(path, None) is not None:
+                await self._write(path)
 
     async def run(self) -> None:
         """Rewrite markers as they fall due (the daemon runs this for the mount's life;
@@ -92,22 +93,23 @@ class DirectoryTimes:
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            path, (due, _) = min(self._due.items(), key=lambda item: item[1][0])
+            path, due = min(self._due.items(), key=lambda item: item[1])
             await trio.sleep_until(due)
-            entry = self._due.get(path)
-            if entry is not None and entry[0] == due:
+            if self._due.get(path) == due:
                 del self._due[path]
-                await self._write(path, entry[1])
+                await self._write(path)
 
-    async def _write(self, path: str, t_ns: int) -> None:
-        t = format_time(t_ns)
+    async def _write(self, path: str) -> None:
+        t_ns = None
         try:
             async with self.marker_lock:
-                if self._cache.pending_dir_times.get(path) != t_ns:
+                t_ns = self._cache.pending_dir_times.get(path)
+                if t_ns is None:
                     return  # superseded (chmod, utime) or forgotten (rmdir, rename) meanwhile
+                t = format_time(t_ns)
                 await rewrite_marker(self._store, self._keys.dir_prefix(path), {"mtime": t, "ctime": t})
         except StoreError as e:  # times only: the entries themselves are stored
             log.warning("could not keep the times of directory %s: %s", path, e)
         finally:
-            if path not in self._due and self._cache.pending_dir_times.get(path) == t_ns:
+            if t_ns is not None and path not in self._due and self._cache.pending_dir_times.get(path) == t_ns:
                 del self._cache.pending_dir_times[path]  # held by the marker now (or lost: logged)
