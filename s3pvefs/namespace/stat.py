@@ -127,6 +127,12 @@ def _time(meta: dict[str, str], name: str) -> int | None:
     return ns if ns is not None and 0 <= ns <= TIME_NS_MAX else None
 
 
+def last_modified_ns(info: ObjectInfo) -> int:
+    """The object's LastModified in ns (via whole microseconds: a float of epoch seconds
+    cannot hold nanoseconds exactly)."""
+    return min(max(0, round(info.last_modified * 1_000_000) * 1000), TIME_NS_MAX)
+
+
 def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
     """Attributes of an object; kind is what the key says (a 'dir/' key is a DIR).
 
@@ -135,8 +141,7 @@ def decode(info: ObjectInfo, kind: str, defaults: Defaults) -> Stat:
     a name unreadable.
     """
     meta = info.metadata or {}
-    # via whole microseconds: a float of epoch seconds cannot hold nanoseconds exactly
-    lm_ns = min(max(0, round(info.last_modified * 1_000_000) * 1000), TIME_NS_MAX)
+    lm_ns = last_modified_ns(info)
     mode = _int(meta, "mode", 0, MODE_MAX)
     if mode is None:
         mode = _KIND_BITS[kind] | (defaults.dir_mode if kind == DIR else defaults.file_mode)

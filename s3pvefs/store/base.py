@@ -82,8 +82,10 @@ class ObjectStore(Protocol):
     async def put(self, key: str, body: bytes, metadata: dict[str, str],
                   content_type: str | None = None) -> str: ...
 
-    async def copy(self, src: str, dst: str, metadata: dict[str, str] | None) -> None:
-        """Server-side copy of an object up to 5 GiB; metadata None keeps the source's."""
+    async def copy(self, src: str, dst: str, metadata: dict[str, str] | None,
+                   content_type: str | None = None) -> None:
+        """Server-side copy of an object up to 5 GiB; metadata None keeps the source's
+        (and its Content-Type); else content_type is the copy's (None: the default)."""
 
     async def delete(self, key: str) -> None: ...
 

@@ -46,9 +46,9 @@ class KeyOrderedStore:
         async with self._holding(key):
             return await self._store.put(key, body, metadata, content_type)
 
-    async def copy(self, src, dst, metadata):
+    async def copy(self, src, dst, metadata, content_type=None):
         async with self._holding(dst):
-            return await self._store.copy(src, dst, metadata)
+            return await self._store.copy(src, dst, metadata, content_type)
 
     async def complete_multipart(self, key, upload_id, parts):
         async with self._holding(key):

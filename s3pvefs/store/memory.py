@@ -136,14 +136,15 @@ class MemoryStore(ListAll):
         self._answer_lost("put")
         return obj.etag
 
-    async def copy(self, src, dst, metadata):
+    async def copy(self, src, dst, metadata, content_type=None):
         await self._enter("copy")
         obj = self.objects.get(src)
         if obj is None:
             raise StoreError(f"COPY {src}: no such key", code="NoSuchKey")
         meta = dict(obj.metadata if metadata is None else metadata)
         self.copied += len(obj.data)
-        self.objects[dst] = _Object(obj.data, meta, obj.etag, time.time(), obj.content_type)
+        kept_type = obj.content_type if metadata is None else content_type  # as S3's REPLACE
+        self.objects[dst] = _Object(obj.data, meta, obj.etag, time.time(), kept_type)
 
     async def delete(self, key):
         await self._enter("delete")

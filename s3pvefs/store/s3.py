@@ -772,11 +772,13 @@ class S3Store(ListAll):
         await self._committed(key)
         return str(resp.get("ETag", "")).strip('"')
 
-    async def copy(self, src, dst, metadata):
+    async def copy(self, src, dst, metadata, content_type=None):
         kwargs = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}, **self._new_object(dst),
                   **self.encryption.copy_source_args()}
         if metadata is not None:
             kwargs.update(Metadata=metadata, MetadataDirective="REPLACE")
+            if content_type:
+                kwargs["ContentType"] = content_type
         await self._call("copy_object", dst, _COPY_BOUND, **kwargs)
         await self._committed(dst)
 

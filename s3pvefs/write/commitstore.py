@@ -183,9 +183,10 @@ class CommitStore:
             log.warning("put of %s failed (%s) but had taken effect", key, e)
             return etag
 
-    async def copy(self, src: str, dst: str, metadata: dict[str, str] | None) -> None:
+    async def copy(self, src: str, dst: str, metadata: dict[str, str] | None,
+                   content_type: str | None = None) -> None:
         try:
-            await self._patiently(f"copy_object {dst}", lambda: self._store.copy(src, dst, metadata))
+            await self._patiently(f"copy_object {dst}", lambda: self._store.copy(src, dst, metadata, content_type))
         except StoreError as e:
             if metadata is None or not await self._holds(dst, metadata=metadata):
                 raise

@@ -17,6 +17,7 @@ import trio
 
 from s3pvefs.config import WriteConfig
 from s3pvefs.errors import StoreError, single_error
+from s3pvefs.namespace.stat import format_time, last_modified_ns
 from s3pvefs.store.base import ObjectStore, PartEtag
 from s3pvefs.write.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
 
@@ -62,18 +63,24 @@ async def multipart(store: ObjectStore, key: str, metadata: dict[str, str],
 
 async def copy_object(store: ObjectStore, src: str, dst: str, size: int,
                       metadata: dict[str, str] | None, cfg: WriteConfig) -> None:
-    """Server-side copy; metadata None keeps the source's. A server that cannot
-    CopyObject the source (Ceph RGW before 17 answers NotImplemented for every encrypted
-    object) gets the same copy as UploadPartCopy parts, still server-side."""
+    """Server-side copy; metadata None keeps the source's, and its mtime: a source with
+    no mtime header (what a multipart upload of a streamed file completes: its
+    LastModified is its mtime; or another tool's object) gives the copy one, or the
+    file's mtime would become the time of the copy. A server that cannot CopyObject the
+    source (Ceph RGW before 17 answers NotImplemented for every encrypted object) gets
+    the same copy as UploadPartCopy parts, still server-side."""
+    info = await store.head(src) if metadata is None or size == 0 else None
+    content_type = info.content_type if info is not None else None
+    if metadata is None and info is not None and info.metadata is not None and "mtime" not in info.metadata:
+        metadata = {**info.metadata, "mtime": format_time(last_modified_ns(info))}
     if size <= MAX_SINGLE_COPY:
         try:
-            await store.copy(src, dst, metadata)
+            await store.copy(src, dst, metadata, content_type)
             return
         except StoreError as e:
             if e.code not in ("NotImplemented", "501"):
                 raise
             log.info("CopyObject of %s refused (%s): copying it by UploadPartCopy", src, e.code)
-    info = await store.head(src) if metadata is None or size == 0 else None
     if metadata is None:
         metadata = dict(info.metadata or {}) if info else {}
     if size == 0:  # no part to copy

@@ -196,3 +196,33 @@ def test_renames_where_the_server_cannot_copyobject(run):
         assert store.sent == len(b"payload")  # the file's first upload only: nothing re-sent
 
     run(body)
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_rename_keeps_the_mtime_of_an_object_without_an_mtime_header(run, what):
+    """A multipart upload of a streamed file completes with no time headers (its
+    LastModified is its mtime), as do other tools' objects: a rename's copy gets an mtime
+    header with that time, and keeps the object's Content-Type, instead of showing the
+    time of the copy."""
+    old = 1_600_000_000.25
+
+    async def body(fs, store):
+        src = "pve/d/big.vma" if what == "directory" else "pve/big.vma"
+        store.put_outside(src, b"payload", {"mode": str(st.S_IFREG | 0o640)})
+        store.objects[src].last_modified, store.objects[src].content_type = old, "application/x-iso9660-image"
+        if what == "directory":
+            d, _ = await fs.lookup(ROOT, b"d")
+            await fs.rename(ROOT, b"d", ROOT, b"e")
+            dst, parent = "pve/e/big.vma", (await fs.lookup(ROOT, b"e"))[0].ino
+        else:
+            await fs.rename(ROOT, b"big.vma", ROOT, b"renamed.vma")
+            dst, parent = "pve/renamed.vma", ROOT
+        copied = store.objects[dst]
+        assert float(copied.metadata["mtime"]) == old and copied.metadata["mode"] == str(st.S_IFREG | 0o640)
+        assert copied.content_type == "application/x-iso9660-image" and copied.data == b"payload"
+        fs.cache.stats.clear()
+        fs.cache.listings.clear()
+        _, s = await fs.lookup(parent, dst.rpartition("/")[2].encode())
+        assert s.mtime_ns == 1_600_000_000_250_000_000 and s.ctime_ns > s.mtime_ns
+
+    run(body)

@@ -233,9 +233,9 @@ def same_on_both_nodes(nodes: list[str], local: str, when: str, log: list[str]) 
 
 def test_operations_through_two_mounts_of_one_bucket_answer_as_one_local_filesystem(mount, tmp_path):
     """Two nodes writing one tree in turn: each change is on S3 when its call returns, and
-    shows on the other node once its caches expired, file mtimes included (within 2 s:
-    the draw renames files soon after their writes, so a copy's new LastModified stays
-    within that; SEMANTICS.md's rename row says where it does not)."""
+    shows on the other node once its caches expired, file mtimes included (within 2 s;
+    that a rename keeps a streamed file's mtime is test_times.py's, the draw here renames
+    too soon after the writes to tell)."""
     first = mount(FRESH)
     second = mount(FRESH, bucket=first.bucket)
     os.mkdir(first.path("t"))

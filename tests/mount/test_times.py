@@ -40,6 +40,28 @@ def test_rename_sets_ctime_and_keeps_mtime(mount):
     assert mtime3 == mtime and ctime3 >= int(t0)
 
 
+def test_rename_keeps_the_mtime_of_streamed_and_foreign_objects(mount):
+    """A streamed file's multipart upload completes with no time headers (its
+    LastModified is its mtime), and other tools' objects may have none: renaming the
+    file or its directory keeps the mtime, across a remount, and the Content-Type."""
+    m = mount()
+    os.mkdir(m.path("d"))
+    with open(m.path("d", "big.vma"), "wb") as f:
+        for _ in range(20):
+            f.write(os.urandom(1 << 20))
+    assert "mtime" not in m.meta("d/big.vma")  # as streamed
+    m.put("d/foreign.iso", b"iso", ContentType="application/x-iso9660-image")
+    m.remount()  # mtimes as the bucket says: LastModified
+    before = {n: times(m.path("d", n))[0] for n in ("big.vma", "foreign.iso")}
+    time.sleep(1.1)  # LastModified has whole seconds
+    os.rename(m.path("d", "big.vma"), m.path("d", "big2.vma"))
+    os.rename(m.path("d"), m.path("e"))
+    m.remount()
+    after = {n: times(m.path("e", n))[0] for n in ("big2.vma", "foreign.iso")}
+    assert after == {"big2.vma": before["big.vma"], "foreign.iso": before["foreign.iso"]}
+    assert m.head("e/foreign.iso")["ContentType"] == "application/x-iso9660-image"
+
+
 @pytest.mark.parametrize("size", [0, 5])
 @pytest.mark.parametrize("access", [os.O_WRONLY, os.O_RDONLY])
 def test_o_trunc_empties_and_sets_the_times_as_linux_does(mount, tmp_path, size, access):
