@@ -292,10 +292,38 @@ def ceph_s3(ceph_server):
                                           response_checksum_validation="when_required"))
 
 
+def _ceph(*args: str, timeout: float = 300) -> str:
+    conf = f"{CEPH_ENV['BASE']}/ceph.conf"
+    r = subprocess.run([args[0], "-c", conf, *args[1:]], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(args)}: {r.stderr[-2000:]}"
+    return r.stdout
+
+
+def ceph_allocated_bytes() -> int:
+    """What the test OSD's bluestore holds now (its admin socket; there is no manager)."""
+    dump = json.loads(_ceph("ceph", "daemon", "osd.0", "perf", "dump", "bluestore", timeout=60))
+    return dump["bluestore"]["bluestore_allocated"]
+
+
 @pytest.fixture
 def ceph_mount(request, ceph_s3, ceph_server, tmp_path):
-    """Factory like mount(), on Ceph RGW."""
+    """Factory like mount(), on Ceph RGW. RGW frees deleted objects' data only when its
+    garbage collector runs (60 s after the delete at the soonest, then in batches): the
+    teardown runs it at once, or the next test's gigabytes met the last one's on the
+    24 GiB OSD, which blocks every write when full (seen: tests 3 and 4 of test_ceph.py
+    hung on CI). A test starts only with the OSD mostly free."""
+    limit = numfmt_bytes(CEPH_ENV["BLUESTORE_BYTES"]) // 4
+    held = ceph_allocated_bytes()
+    assert held < limit, (f"the test Ceph OSD holds {held / 2**30:.1f} GiB before this test "
+                          f"(at most {limit / 2**30:.0f} GiB allowed): an earlier test's data was not freed")
     yield from _mounts(request, ceph_s3, ceph_server, tmp_path)
+    _ceph("radosgw-admin", "gc", "process", "--include-all")
+
+
+def numfmt_bytes(size: str) -> int:
+    """'24G' -> bytes (IEC units, as numfmt --from=iec reads BLUESTORE_BYTES)."""
+    units = "KMGT"
+    return int(size[:-1]) << (10 * (units.index(size[-1]) + 1)) if size[-1] in units else int(size)
 
 
 # ---------------------------------------------------------------------------- signatures checked
