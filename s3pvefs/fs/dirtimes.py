@@ -23,7 +23,7 @@ import trio
 from s3pvefs.errors import StoreError
 from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper
 from s3pvefs.namespace.metacache import MetaCache
-from s3pvefs.namespace.stat import DIR, Stat, format_time
+from s3pvefs.namespace.stat import DIR, Stat, encode_metadata, format_time
 from s3pvefs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class DirectoryTimes:
         self._wake = trio.Event()
         # One marker write at a time: a rewrite reads the marker's headers and PUTs them
         # back, so a chmod or utime written between the two would be lost.
-        self.marker_lock = trio.Lock()
+        self._marker_lock = trio.Lock()
 
     def changed(self, path: str, t_ns: int) -> Stat | None:
         """An entry of directory `path` was created, removed or renamed at t_ns: its
@@ -67,11 +67,20 @@ class DirectoryTimes:
             return s
         return None
 
-    def superseded(self, path: str) -> None:
-        """The directory's marker is being written with all its attributes (chmod, utime):
-        its pending times are in them, and a later rewrite must not undo an explicit mtime."""
-        self._due.pop(path, None)
-        self._cache.pending_dir_times.pop(path, None)
+    async def write_attributes(self, path: str, new: Stat, mtime_given: bool) -> Stat:
+        """chmod, chown or utime of a directory: its marker is written now with every
+        attribute, its pending times included unless an mtime is given, and its pending
+        rewrite is dropped (it would undo an explicit mtime). The attributes written."""
+        async with self._marker_lock:
+            pending = self._cache.pending_dir_times.pop(path, None)  # a name changed since
+            self._due.pop(path, None)
+            if pending is not None and not mtime_given:
+                new = new.with_(mtime_ns=max(new.mtime_ns, pending))
+            # the marker keeps what other tools wrote on it; a prefix-only directory gets one
+            key = self._keys.dir_prefix(path)
+            if not await rewrite_marker(self._store, key, encode_metadata(new)):
+                await self._store.put(key, b"", encode_metadata(new), DIR_CONTENT_TYPE)
+        return new
 
     def forget(self, path: str) -> None:
         """The directory is gone or moved (rmdir, rename): nothing to write for it or below."""
@@ -102,7 +111,7 @@ class DirectoryTimes:
     async def _write(self, path: str) -> None:
         t_ns = None
         try:
-            async with self.marker_lock:
+            async with self._marker_lock:
                 t_ns = self._cache.pending_dir_times.get(path)
                 if t_ns is None:
                     return  # superseded (chmod, utime) or forgotten (rmdir, rename) meanwhile

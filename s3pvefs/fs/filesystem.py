@@ -33,7 +33,7 @@ from s3pvefs.fs.filedata import FileContext, FileData
 from s3pvefs.fs.handles import DirHandle, FileHandle
 from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE, move_object, move_tree
 from s3pvefs.fs.usage import UsageMeter
-from s3pvefs.fs.dirtimes import DirectoryTimes, rewrite_marker
+from s3pvefs.fs.dirtimes import DirectoryTimes
 from s3pvefs.write.zeros import Zeros
 from s3pvefs.namespace.headers import concurrency_for
 from s3pvefs.namespace.hidden import HiddenObjects
@@ -378,16 +378,8 @@ class Filesystem:
         if inode.kind == DIR:
             if size is not None:
                 raise IsADir("cannot truncate a directory")
-            new = s.with_(**changes)
             path = self.path(inode)
-            async with self.dir_times.marker_lock:
-                pending = self.cache.pending_dir_times.get(path)  # a name changed since getattr
-                if pending is not None and mtime_ns is None:
-                    new = new.with_(mtime_ns=max(new.mtime_ns, pending))
-                self.dir_times.superseded(path)  # new holds its pending times, or replaces them
-                # the marker keeps what other tools wrote on it; a prefix-only directory gets one
-                if not await rewrite_marker(self.store, self.keys.dir_prefix(path), encode_metadata(new)):
-                    await self.store.put(self.keys.dir_prefix(path), b"", encode_metadata(new), DIR_CONTENT_TYPE)
+            new = await self.dir_times.write_attributes(path, s.with_(**changes), mtime_ns is not None)
             self.cache.put_stat(path, new)
             return new
         data = self._data(inode, s)
