@@ -10,8 +10,10 @@ rewritten at most once per DELAY seconds, however many names changed meanwhile (
 thousand). The marker keeps every header other tools wrote on it (`rewrite_marker`); a
 chmod, chown or utime of the directory writes it at once with every attribute and
 supersedes the pending rewrite (`tar -x` and `rsync -a` set a directory's mtime right
-after filling it). The root and directories that exist only as a key prefix have no
-object to hold times: theirs last as long as the mount's cached attributes.
+after filling it); a rewrite leaves alone a marker that another node wrote after the
+change it carries (its ctime header is later). The root and directories that exist
+only as a key prefix have no object to hold times: theirs last as long as the mount's
+cached attributes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import trio
 from s3pvefs.errors import StoreError
 from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, KeyMapper
 from s3pvefs.namespace.metacache import MetaCache
-from s3pvefs.namespace.stat import DIR, Stat, encode_metadata, format_time
+from s3pvefs.namespace.stat import DIR, Stat, encode_metadata, format_time, parse_time
 from s3pvefs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,22 @@ log = logging.getLogger(__name__)
 DELAY = 2.0  # seconds between rewrites of one directory's marker
 
 
-async def rewrite_marker(store: ObjectStore, key: str, fields: dict[str, str]) -> bool:
+async def rewrite_marker(store: ObjectStore, key: str, fields: dict[str, str],
+                         changed_at: int | None = None) -> bool:
     """PUT the directory marker `key` with these metadata fields over every header it
-    already holds (what other tools wrote there stays). False when there is no marker."""
+    already holds (what other tools wrote there stays). False when there is no marker.
+
+    changed_at (ns): the time of the change being written; a marker whose ctime header is
+    later is left as it is, since another node changed the directory after it (a utime
+    there must not be undone by this node's older change)."""
     info = await store.head(key)
     if info is None:
         return False
-    await store.put(key, b"", {**(info.metadata or {}), **fields}, DIR_CONTENT_TYPE)
+    meta = info.metadata or {}
+    if changed_at is not None and (ctime := parse_time(meta.get("ctime", ""))) is not None and ctime > changed_at:
+        log.debug("marker %s changed after %s (ctime %s): left as it is", key, changed_at, ctime)
+        return True
+    await store.put(key, b"", {**meta, **fields}, DIR_CONTENT_TYPE)
     return True
 
 
@@ -116,7 +127,7 @@ class DirectoryTimes:
                 if t_ns is None:
                     return  # superseded (chmod, utime) or forgotten (rmdir, rename) meanwhile
                 t = format_time(t_ns)
-                await rewrite_marker(self._store, self._keys.dir_prefix(path), {"mtime": t, "ctime": t})
+                await rewrite_marker(self._store, self._keys.dir_prefix(path), {"mtime": t, "ctime": t}, t_ns)
         except StoreError as e:  # times only: the entries themselves are stored
             log.warning("could not keep the times of directory %s: %s", path, e)
         finally:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import time
 import os
 import stat as st
 
 import pytest
 
 from s3pvefs.errors import NotFound
+from s3pvefs.namespace.keys import DIR_CONTENT_TYPE
+from s3pvefs.namespace.stat import format_time
 from tests.core.helpers import ROOT, expect_errno, keys, make_file, names
 
 
@@ -229,5 +232,24 @@ def test_an_explicit_directory_mtime_is_not_undone_by_its_pending_times(run):
         await make_file(fs, d.ino, b"g", b"x")  # a later change sets it again
         await fs.dir_times.flush()
         assert int(float(store.objects["pve/d/"].metadata["mtime"])) > PAST // 10**9
+
+    run(body)
+
+
+def test_a_pending_directory_time_does_not_undo_what_another_node_wrote_after_it(run):
+    """Node A creates a name in d; node B sets d's mtime before A's marker rewrite is due
+    (each node orders only its own writes). A's older change must leave B's marker as it is."""
+    async def body(fs, store):
+        d, _ = await fs.mkdir(ROOT, b"d", 0o755, 0, 0)
+        await make_file(fs, d.ino, b"f", b"x")  # A's rewrite of pve/d/ is now pending
+        later = time.time_ns() + 10**9
+        theirs = {**store.objects["pve/d/"].metadata, "mtime": str(PAST // 10**9), "ctime": format_time(later)}
+        await store.put("pve/d/", b"", theirs, DIR_CONTENT_TYPE)  # node B's utime
+        await fs.dir_times.flush()
+        assert store.objects["pve/d/"].metadata["mtime"] == str(PAST // 10**9)
+        await make_file(fs, d.ino, b"g", b"x")  # a change after B's: written
+        fs.cache.pending_dir_times["d"] = later + 1  # as if made after B's time
+        await fs.dir_times.flush()
+        assert store.objects["pve/d/"].metadata["mtime"] == format_time(later + 1)
 
     run(body)

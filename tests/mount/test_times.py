@@ -178,6 +178,24 @@ def test_directory_attributes_set_right_after_its_entries_changed_last(mount, tm
         m.remount()
 
 
+def test_a_directory_utime_on_one_node_is_not_undone_by_the_other_nodes_earlier_change(mount):
+    """Node A creates a name in d, node B sets d's mtime at once (as `rsync -a` from another
+    node would): A's marker rewrite, due 2 s later, is for an older change and must not
+    write over B's mtime."""
+    fresh = ["stat_ttl=0.1", "negative_ttl=0.1", "listing_ttl=0.1", "kernel_entry_timeout=0.1",
+             "kernel_attr_timeout=0.1"]
+    a = mount(fresh)
+    b = mount(fresh, bucket=a.bucket)
+    os.mkdir(a.path("d"))
+    time.sleep(0.3)  # past b's negative entry
+    open(a.path("d", "f"), "wb").close()
+    os.utime(b.path("d"), (1_600_000_000, 1_600_000_000))
+    time.sleep(3)  # past a's rewrite
+    assert a.meta("d/")["mtime"] == "1600000000"
+    for node in (a, b):
+        assert times(node.path("d"))[0] == 1_600_000_000, node.mp
+
+
 def test_chmod_of_a_directory_keeps_the_headers_other_tools_wrote(mount):
     m = mount()
     m.put("d/", b"", ContentType="application/x-directory",
