@@ -88,9 +88,9 @@ class DirectoryTimes:
             if pending is not None and not mtime_given:
                 new = new.with_(mtime_ns=max(new.mtime_ns, pending))
             # the marker keeps what other tools wrote on it; a prefix-only directory gets one
-            key = self._keys.dir_prefix(path)
-            if not await rewrite_marker(self._store, key, encode_metadata(new)):
-                await self._store.put(key, b"", encode_metadata(new), DIR_CONTENT_TYPE)
+            key, meta = self._keys.dir_prefix(path), encode_metadata(new)
+            if not await rewrite_marker(self._store, key, meta):
+                await self._store.put(key, b"", meta, DIR_CONTENT_TYPE)
         return new
 
     def forget(self, path: str) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
-import time
 import os
 import stat as st
+import time
 
 import pytest
 

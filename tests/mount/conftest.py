@@ -262,7 +262,7 @@ def mount(request, s3, s3_server, tmp_path):
 # ---------------------------------------------------------------------------- Ceph RGW (slow tier)
 
 CEPH_ENV = {"BASE": "/tmp/s3pvefs-test-ceph", "RGW_PORT": "7490", "MON_V2_PORT": "3310", "MON_V1_PORT": "6799",
-            "BUCKET": "tier", "BLUESTORE_BYTES": "24G"}
+            "BUCKET": "tier", "BLUESTORE_BYTES": str(24 << 30)}
 
 
 def _ceph_rgw(action: str, timeout: float) -> subprocess.CompletedProcess:
@@ -312,18 +312,13 @@ def ceph_mount(request, ceph_s3, ceph_server, tmp_path):
     teardown runs it at once, or the next test's gigabytes met the last one's on the
     24 GiB OSD, which blocks every write when full (seen: tests 3 and 4 of test_ceph.py
     hung on CI). A test starts only with the OSD mostly free."""
-    limit = numfmt_bytes(CEPH_ENV["BLUESTORE_BYTES"]) // 4
+    limit = int(CEPH_ENV["BLUESTORE_BYTES"]) // 4
     held = ceph_allocated_bytes()
     assert held < limit, (f"the test Ceph OSD holds {held / 2**30:.1f} GiB before this test "
                           f"(at most {limit / 2**30:.0f} GiB allowed): an earlier test's data was not freed")
     yield from _mounts(request, ceph_s3, ceph_server, tmp_path)
     _ceph("radosgw-admin", "gc", "process", "--include-all")
 
-
-def numfmt_bytes(size: str) -> int:
-    """'24G' -> bytes (IEC units, as numfmt --from=iec reads BLUESTORE_BYTES)."""
-    units = "KMGT"
-    return int(size[:-1]) << (10 * (units.index(size[-1]) + 1)) if size[-1] in units else int(size)
 
 
 # ---------------------------------------------------------------------------- signatures checked

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.mount.test_namespace_ops import FRESH
 from tests.mount.test_streaming import sh
 
 pytestmark = pytest.mark.mount
@@ -182,10 +183,8 @@ def test_a_directory_utime_on_one_node_is_not_undone_by_the_other_nodes_earlier_
     """Node A creates a name in d, node B sets d's mtime at once (as `rsync -a` from another
     node would): A's marker rewrite, due 2 s later, is for an older change and must not
     write over B's mtime."""
-    fresh = ["stat_ttl=0.1", "negative_ttl=0.1", "listing_ttl=0.1", "kernel_entry_timeout=0.1",
-             "kernel_attr_timeout=0.1"]
-    a = mount(fresh)
-    b = mount(fresh, bucket=a.bucket)
+    a = mount(FRESH)
+    b = mount(FRESH, bucket=a.bucket)
     os.mkdir(a.path("d"))
     time.sleep(0.3)  # past b's negative entry
     open(a.path("d", "f"), "wb").close()
