@@ -21,6 +21,7 @@ import logging
 import os
 import stat as st
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -38,7 +39,7 @@ from s3pvefs.write.zeros import Zeros
 from s3pvefs.namespace.headers import concurrency_for
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.inodes import MIXED, ROOT_INO, Inode, InodeTable
-from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, ZEROS_NAME, KeyMapper, check_name, join_path
+from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, RESERVED_NAMES, ZEROS_NAME, KeyMapper, check_name, join_path
 from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.resolver import Resolver
 from s3pvefs.namespace.stat import (DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, encode_metadata, implicit_dir,
@@ -52,6 +53,7 @@ from s3pvefs.write.cachespace import CacheSpace
 from s3pvefs.write.commitstore import CommitStore
 from s3pvefs.write.recovery import Recovered, lock_cache, recover, recover_uploads
 from s3pvefs.write.uploadlog import UploadLog
+from s3pvefs.write.uploader import copy_object
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class FsStat:
 BACKGROUND_GROWTH = 512 << 20
 GROWTH_WAIT = 10.0
 DIR_TIMES_AT_EXIT = 5.0  # seconds the unmount gives pending directory times
+RESERVED_RAW = tuple(n.encode() for n in RESERVED_NAMES)
 
 
 class Filesystem:
@@ -110,6 +113,7 @@ class Filesystem:
         self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
         self.dir_times = DirectoryTimes(store, self.keys, self.cache)
         self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it
+        self._kept_aside: set[Inode] = set()  # renamed over while open, their bytes kept (rename)
         self.uploads = UploadLog(os.path.join(config.resolved_cache_dir(), "uploads", config.mount_id()))
         self.commits = CommitStore(store, config.write.outage_patience, self.uploads)
         # The FUSE adapter sets this: the kernel's attributes of an inode are out of date
@@ -140,6 +144,8 @@ class Filesystem:
         if data is not None:
             return data.object_key()
         if not inode.attached:
+            if inode.aside_key is not None and inode.open_handles:
+                return inode.aside_key  # renamed over while open: its bytes were kept for it
             raise Stale()
         return self.keys.key(self.path(inode))
 
@@ -198,6 +204,8 @@ class Filesystem:
         """What this mount holds of the file, made from its attributes as its headers say."""
         data = self.files.get(inode.ino)
         if data is None:
+            if not inode.attached:  # renamed over while open: its name's key is another file's
+                raise Stale()
             path = self.path(inode)
             data = FileData(self._ctx, self.keys.key(path), path, s, s.size)
             self.files[inode.ino] = data
@@ -314,8 +322,8 @@ class Filesystem:
     async def lookup(self, parent_ino: int, raw: bytes) -> tuple[Inode, Stat]:
         """The name's attributes as its headers say (the kernel checks access against
         them): a listing's answer is completed first."""
-        if raw == ZEROS_NAME.encode():  # not a name: as absent (creating it is refused)
-            raise NotFound(ZEROS_NAME)
+        if raw in RESERVED_RAW:  # not names: as absent (creating them is refused)
+            raise NotFound(raw.decode())
         parent, name, s = await self._child(parent_ino, raw)
         s = await self.resolver.complete(join_path(self.path(parent), name), s)
         if s is None:
@@ -334,6 +342,8 @@ class Filesystem:
             return data.stat
         if not inode.attached:
             if inode.open_handles:  # replaced by a rename while open: as read() says
+                if inode.aside_key is not None and inode.replaced_stat is not None:
+                    return inode.replaced_stat
                 raise Stale()
             raise NotFound("unlinked")
         path = self.path(inode)
@@ -572,7 +582,7 @@ class Filesystem:
                 h.prefetcher.close()
             s = await self.getattr(inode.ino)
             h.prefetcher = self._prefetcher(inode, s.size, s.etag)
-            h.prefetcher.body = self.bodies.get(self.keys.key(self.path(inode)), s.etag)
+            h.prefetcher.body = self.bodies.get(self._object_key(inode), s.etag)
             self._kernel_size_at_least(inode, s.size)
         p = h.prefetcher
         try:
@@ -580,6 +590,8 @@ class Filesystem:
         except Changed:
             if h.prefetcher is not p:  # a read beside this one already went on to the new version
                 got = await h.prefetcher.read(offset, size)
+            elif not inode.attached and inode.aside_key is not None:
+                got = await self._read_aside(h, offset, size)  # renamed over as this read was sent
             else:
                 got = await self._read_new_version(h, offset, size)
         self._served(h)
@@ -613,6 +625,14 @@ class Filesystem:
         old.close()
         h.prefetcher = self._prefetcher(inode, s.size, s.etag)
         self._kernel_size_at_least(inode, s.size)
+        return await h.prefetcher.read(offset, size)
+
+    async def _read_aside(self, h: FileHandle, offset: int, size: int) -> bytes:
+        """A handle's reads go on from where rename kept the file's bytes (its name now
+        holds the other file's; the copy kept aside may have another ETag)."""
+        h.prefetcher.close()
+        s = h.inode.replaced_stat
+        h.prefetcher = self._prefetcher(h.inode, s.size, s.etag)
         return await h.prefetcher.read(offset, size)
 
     def _kernel_size_at_least(self, inode: Inode, size: int) -> None:
@@ -678,6 +698,8 @@ class Filesystem:
         inode = h.inode
         data = self.files.get(inode.ino)
         try:
+            if inode.open_handles == 1 and inode.aside_key is not None:
+                await self._drop_aside(inode)
             if inode.open_handles == 1 and data is not None:
                 if data.dirty and data.attached and not data.in_background:
                     try:  # close() already flushed; this catches writes through mmap and the like
@@ -711,6 +733,9 @@ class Filesystem:
             await self.dir_times.flush()
         if scope.cancelled_caught:
             log.warning("directory times not all written at unmount (S3 slow or away)")
+        with trio.move_on_after(DIR_TIMES_AT_EXIT):  # nobody reads them any more; else the next mount
+            for inode in list(self._kept_aside):
+                await self._drop_aside(inode)
 
     async def unlink(self, parent_ino: int, raw: bytes) -> None:
         self._writable()
@@ -859,6 +884,8 @@ class Filesystem:
             data = self.files.get(src_inode.ino)
             async with self._commits_stopped(replaced, replaced_data), \
                     self._commits_stopped(src_inode, data, moving=True):  # else a commit writes the old key
+                if replaced is not None and replaced is not src_inode and replaced_data is None:
+                    await self._keep_for_readers(replaced, dst, dst_key)
                 if data is not None:
                     await self.store.refuse_if_locked(src_key)  # Object Lock: before anything is copied
                     await data.move_to(dst_key, dst_path, replacing=dst is not None)
@@ -875,13 +902,63 @@ class Filesystem:
             self.cache.put_stat(dst_path, moved)
         if (replaced := self.table.child(dst_parent.ino, dst_name)) is not None and replaced is not src_inode:
             if replaced.open_handles and dst is not None and dst.kind == replaced.kind:
-                replaced.replaced_stat = dst
+                if replaced.aside_key is None:  # else _keep_for_readers set it, with the copy's ETag
+                    replaced.replaced_stat = dst
             self._detach(replaced)
             self._drop_data(replaced)
         self.table.move(src_inode, dst_parent.ino, dst_name)
         self._entries_changed(src_parent)
         if dst_parent is not src_parent:
             self._entries_changed(dst_parent)
+
+    async def _keep_for_readers(self, inode: Inode, s: Stat | None, key: str) -> None:
+        """A file renamed over while open keeps its bytes for its handles, as on a local
+        disk (`rsync` replacing an ISO a VM is reading): its object is first copied to a
+        key of its own under PREFIX/.s3pvefs-open/, read from there and deleted at its last
+        close. Only for files whose bytes are all in S3 (none written here); not on an
+        Object Lock bucket, whose default retention could keep the copy. Recorded before
+        the copy, so the next mount deletes what a killed daemon left. A copy that fails
+        leaves the handles as before: ESTALE."""
+        if (not inode.open_handles or s is None or s.kind != inode.kind or s.kind != FILE
+                or getattr(self.store, "object_lock", False) is not False):
+            return
+        # The version its handles read: another node may have replaced the object since.
+        read = {h.prefetcher.etag for h in self._handles.values() if isinstance(h, FileHandle)
+                and h.inode is inode and h.prefetcher is not None and h.prefetcher.etag} | ({s.etag} - {None})
+        aside = self.keys.aside_key(uuid.uuid4().hex)
+        self.uploads.set_aside(aside)
+        try:
+            there = await self.store.head(key)
+            if there is None or len(read) > 1 or (read and there.etag not in read):
+                await self._delete_aside(aside)
+                return  # nothing of the version read is left to keep
+            await copy_object(self.store, key, aside, there.size, None, self.cfg.write)
+            info = await self.store.head(aside)
+        except StoreError as e:
+            log.warning("%s was renamed over while open and its bytes could not be kept for its readers "
+                        "(%s): their reads get ESTALE", self.path(inode), e)
+            await self._delete_aside(aside)
+            return
+        if info is None or not inode.open_handles:  # its last handle closed during the copy
+            await self._delete_aside(aside)
+            return
+        inode.aside_key = aside
+        inode.replaced_stat = s.with_(size=there.size, etag=info.etag)
+        self._kept_aside.add(inode)
+
+    async def _drop_aside(self, inode: Inode) -> None:
+        aside, inode.aside_key = inode.aside_key, None
+        self._kept_aside.discard(inode)
+        await self._delete_aside(aside)
+
+    async def _delete_aside(self, aside: str) -> None:
+        try:
+            await self.store.delete(aside)
+        except StoreError as e:
+            log.warning("could not delete %s, the bytes kept for a file renamed over while open (%s): "
+                        "the next mount tries again", aside, e)
+            return
+        self.uploads.finished(aside)
 
     # ------------------------------------------------------------------ misc
     async def recover(self) -> list[Recovered]:

@@ -11,6 +11,15 @@ FOLDER_SUFFIX = "_$folder$"  # old s3fs/Hadoop directory marker, recognised when
 DIR_CONTENT_TYPE = "application/x-directory"  # of the "dir/" marker objects we write
 # The mount's object of zeros (write/zeros.py) at PREFIX/ZEROS_NAME: never a name here.
 ZEROS_NAME = ".s3pvefs-zeros"
+# Where the bytes of a file renamed over while open are kept for its readers until its
+# last close (fs/filesystem.py, rename): PREFIX/ASIDE_NAME/<random>. Never a name here.
+ASIDE_NAME = ".s3pvefs-open"
+RESERVED_NAMES = (ZEROS_NAME, ASIDE_NAME)
+
+
+def mount_own(path: str) -> bool:
+    """A path below the prefix that holds the mount's own objects, never a file's."""
+    return path == ZEROS_NAME or path.startswith(ASIDE_NAME + "/")
 
 
 def join_path(parent: str, name: str) -> str:
@@ -24,8 +33,8 @@ def check_name(raw: bytes) -> str:
         raise NameTooLong(f"name longer than {NAME_MAX} bytes")
     if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
         raise InvalidName(f"name {raw!r} cannot be an S3 key component")
-    if raw == ZEROS_NAME.encode():
-        raise InvalidName(f"{ZEROS_NAME} is reserved for the mount's own object of zeros")
+    if raw.decode("utf-8", "replace") in RESERVED_NAMES:
+        raise InvalidName(f"{raw.decode()} is reserved for the mount's own objects")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -34,7 +43,7 @@ def check_name(raw: bytes) -> str:
 
 def listable_name(name: str) -> bool:
     """Whether a key component found in the bucket can be shown as a file name."""
-    return bool(name) and name not in (".", "..", ZEROS_NAME) and len(name.encode("utf-8")) <= NAME_MAX \
+    return bool(name) and name not in (".", "..", *RESERVED_NAMES) and len(name.encode("utf-8")) <= NAME_MAX \
         and "\0" not in name
 
 
@@ -52,6 +61,10 @@ class KeyMapper:
     def dir_prefix(self, path: str) -> str:
         """Key prefix of the directory at path; also the key of its marker object."""
         return self.root + path + "/" if path else self.root
+
+    def aside_key(self, token: str) -> str:
+        """Key of bytes kept aside for the readers of a file renamed over while open."""
+        return f"{self.root}{ASIDE_NAME}/{token}"
 
     def path_of_key(self, key: str) -> str:
         return key[len(self.root):]

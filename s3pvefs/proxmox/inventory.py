@@ -20,7 +20,7 @@ from datetime import datetime
 import trio
 
 from s3pvefs.errors import StoreError, single_error
-from s3pvefs.namespace.keys import FOLDER_SUFFIX, ZEROS_NAME, listable_name
+from s3pvefs.namespace.keys import FOLDER_SUFFIX, listable_name, mount_own
 from s3pvefs.proxmox import names
 from s3pvefs.proxmox.names import Backup, Image, ImportFile, Iso, Other, SideFile, Snippet, Template
 from s3pvefs.store.objectlock import LockState
@@ -145,7 +145,7 @@ async def build(store: ObjectStore, prefix: str, bucket: str = "", object_lock: 
                   if o is not None and p.startswith(names.DUMP) and "/" not in p[len(names.DUMP):]}
     side_files: list[tuple[str, ObjectInfo, SideFile]] = []
     for path, obj in sorted(entries.items()):
-        if path == ZEROS_NAME:  # the mount's own object of zeros: nobody's file
+        if mount_own(path):  # the mount's own objects (zeros, bytes of open files): nobody's file
             continue
         components = (path[:-1] if path.endswith("/") else path).split("/")
         if not all(listable_name(c) for c in components):

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from s3pvefs.errors import ConfigError
-from s3pvefs.namespace.keys import ZEROS_NAME
+from s3pvefs.namespace.keys import mount_own
 
 # S3's classes; Ceph RGW's placement targets may define others of the same form.
 _CLASS = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -57,8 +57,8 @@ class StorageClasses:
         if key.endswith("/"):
             return None  # a directory marker
         rel = key[len(self.prefix) + 1:] if self.prefix else key
-        if rel == ZEROS_NAME:
-            return None  # grown files are copied from it: never in a class that needs a restore
+        if mount_own(rel):
+            return None  # zeros grown files copy, bytes open files read: never in a class that needs a restore
         if rel.startswith("dump/") and rel.endswith(_SIDE_FILES):
             return None
         for place, name in self.places:

@@ -25,7 +25,7 @@ from s3pvefs.errors import EXIT_MOUNTPOINT, FsError, MountError, StoreError
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.resume import Suspended
 from s3pvefs.write.sparse import JOURNAL_VERSION, SparseFile, ensure_private_dir
-from s3pvefs.write.uploadlog import WRITING, UploadLog
+from s3pvefs.write.uploadlog import ASIDE, WRITING, UploadLog
 from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,17 @@ async def recover_uploads(store: ObjectStore, uploads: UploadLog, cfg: WriteConf
     results = []
     for record in uploads.entries():
         key = record["key"]
+        if record["state"] == ASIDE:
+            try:
+                await store.delete(key)
+            except StoreError as e:
+                log.error("could not delete %s, bytes kept for a file open when the daemon stopped: %s "
+                          "(tried again at the next mount)", key, e)
+                continue
+            uploads.finished(record["id"])
+            log.info("deleted %s: bytes kept for the readers of a file renamed over while open, "
+                     "left by the daemon that stopped", key)
+            continue
         if record["state"] == WRITING:
             try:
                 await store.abort_multipart(key, record["upload_id"])

@@ -6,7 +6,9 @@ JSON file under cache_dir), and removed when it is completed or aborted, so that
 after kill -9 or a power cut the next mount knows which unfinished uploads were its
 own: those still being written are aborted at once (another node's are left to
 stale_upload_idle), and those whose data was kept for a later try (``suspended``:
-parts stored in S3, the rest in a spill file here) are finished.
+parts stored in S3, the rest in a spill file here) are finished. The copies kept aside
+for the readers of a file renamed over while open (``aside``) are recorded the same way,
+and deleted by the next mount.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from s3pvefs.write.sparse import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
-WRITING, SUSPENDED = "writing", "suspended"
+WRITING, SUSPENDED, ASIDE = "writing", "suspended", "aside"
 
 
 class UploadLog:
@@ -66,6 +68,14 @@ class UploadLog:
         its own when no upload was made --, key, upload_id, what is stored and what is in
         the spill file); durable, raises OSError."""
         self._write({**record, "state": SUSPENDED}, True)
+
+    def set_aside(self, key: str) -> None:
+        """A copy of a file's bytes about to be made at key for its open handles: deleted
+        by the next mount unless finished first (not fsync'ed, as ``started``)."""
+        try:
+            self._write({"id": key, "key": key, "upload_id": "", "state": ASIDE, "started": time.time()}, False)
+        except OSError as e:
+            log.warning("cannot record %s in %s: %s", key, self.directory, e.strerror)
 
     def finished(self, ident: str) -> None:
         try:

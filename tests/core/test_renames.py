@@ -8,7 +8,7 @@ import stat as st
 
 import pytest
 
-from s3pvefs.errors import NotFound
+from s3pvefs.errors import NotFound, StoreError
 from s3pvefs.fs.renames import RENAME_EXCHANGE, RENAME_NOREPLACE
 from tests.core.helpers import ROOT, expect_errno, keys, make_file, names, read_all
 
@@ -224,5 +224,114 @@ def test_rename_keeps_the_mtime_of_an_object_without_an_mtime_header(run, what):
         fs.cache.listings.clear()
         _, s = await fs.lookup(parent, dst.rpartition("/")[2].encode())
         assert s.mtime_ns == 1_600_000_000_250_000_000 and s.ctime_ns > s.mtime_ns
+
+    run(body)
+
+
+def test_a_file_renamed_over_while_open_keeps_its_bytes_for_its_readers(run):
+    """As on a local disk (rsync replacing an ISO a VM reads): the handle reads the old
+    bytes to the end, from a copy kept aside under the prefix, hidden from listings and
+    lookups, deleted at the last close -- while the name gives the new file."""
+    old, new = bytes(range(256)) * 4096, b"new bytes"
+
+    async def body(fs, store):
+        await make_file(fs, ROOT, b"a.iso", old)
+        await make_file(fs, ROOT, b"b.tmp", new)
+        ino = (await fs.lookup(ROOT, b"a.iso"))[0].ino
+        first, second = await fs.open(ino, os.O_RDONLY), await fs.open(ino, os.O_RDONLY)
+        assert await fs.read(first, 0, 1000) == old[:1000]  # reading before the rename
+        await fs.rename(ROOT, b"b.tmp", ROOT, b"a.iso")
+        aside = [k for k in store.objects if k.startswith("pve/.s3pvefs-open/")]
+        assert len(aside) == 1 and store.objects[aside[0]].data == old
+        assert await fs.read(first, 1000, len(old)) == old[1000:]
+        assert await fs.read(second, 0, len(old)) == old  # a handle that had read nothing yet
+        assert (await fs.fstat(ino)).size == len(old)
+        assert sorted(await names(fs, ROOT)) == ["a.iso"]
+        await expect_errno(errno.ENOENT, fs.lookup(ROOT, b".s3pvefs-open"))
+        await expect_errno(errno.EINVAL, fs.mkdir(ROOT, b".s3pvefs-open", 0o755, 0, 0))
+        assert await read_all(fs, (await fs.lookup(ROOT, b"a.iso"))[0].ino) == new
+        await fs.release(first)
+        assert aside[0] in store.objects  # the other handle still reads it
+        await fs.release(second)
+        assert keys(store) == ["pve/a.iso"]
+        assert fs.uploads.entries() == []
+
+    run(body)
+
+
+def test_a_file_renamed_over_whose_copy_fails_gets_estale_as_before(run):
+    async def body(fs, store):
+        await make_file(fs, ROOT, b"a", b"old")
+        await make_file(fs, ROOT, b"b", b"new")
+        fh = await fs.open((await fs.lookup(ROOT, b"a"))[0].ino, os.O_RDONLY)
+        calls = []
+        real_copy = store.copy
+
+        async def copy_once_then_fail(src, dst, metadata, content_type=None):
+            calls.append(dst)
+            if len(calls) == 1:  # the copy aside fails; the rename's own goes through
+                raise StoreError("copy refused", code="InternalError")
+            return await real_copy(src, dst, metadata, content_type)
+        store.copy = copy_once_then_fail
+        await fs.rename(ROOT, b"b", ROOT, b"a")
+        assert calls[0].startswith("pve/.s3pvefs-open/")
+        await expect_errno(errno.ESTALE, fs.read(fh, 0, 10))
+        await fs.release(fh)
+        assert keys(store) == ["pve/a"] and store.objects["pve/a"].data == b"new"
+        assert fs.uploads.entries() == []
+
+    run(body)
+
+
+def test_the_next_mount_deletes_the_copies_a_killed_daemon_kept_aside(run):
+    async def body(fs, store):
+        key = fs.keys.aside_key("0123abcd")
+        fs.uploads.set_aside(key)  # recorded as the copy is made; the daemon then died
+        store.put_outside(key, b"old bytes")
+        await fs.recover()
+        assert key not in store.objects and fs.uploads.entries() == []
+
+    run(body)
+
+
+def test_a_reader_goes_on_from_a_copy_aside_with_another_etag(run):
+    """S3 gives a CopyObject of a multipart object a new ETag: a handle reading with the
+    old one (If-Match) is told the object changed, and goes on from the copy kept aside."""
+    old = bytes(range(256)) * (160 << 10)  # 40 MiB: more than the read-ahead holds
+
+    async def body(fs, store):
+        await make_file(fs, ROOT, b"a", old)
+        await make_file(fs, ROOT, b"b", b"new")
+        fs.cache.invalidate("a")  # its ETag from a HEAD: the reads carry it (If-Match)
+        fh = await fs.open((await fs.lookup(ROOT, b"a"))[0].ino, os.O_RDONLY)
+        assert await fs.read(fh, 0, 100) == old[:100]
+        real_copy = store.copy
+
+        async def copy_with_a_new_etag(src, dst, metadata, content_type=None):
+            await real_copy(src, dst, metadata, content_type)
+            store.objects[dst].etag = "0123456789abcdef0123456789abcdef-2"
+        store.copy = copy_with_a_new_etag
+        await fs.rename(ROOT, b"b", ROOT, b"a")
+        assert await fs.read(fh, 100, len(old)) == old[100:]
+        await fs.release(fh)
+        assert keys(store) == ["pve/a"]
+
+    run(body)
+
+
+def test_no_copy_is_kept_of_a_version_its_readers_did_not_read(run):
+    """Another writer replaced the object after the handle began reading: keeping that
+    version would give the reader new bytes after old ones; it gets ESTALE, as before."""
+    async def body(fs, store):
+        await make_file(fs, ROOT, b"a", b"old bytes")
+        await make_file(fs, ROOT, b"b", b"new")
+        fs.cache.invalidate("a")  # its ETag from a HEAD
+        fh = await fs.open((await fs.lookup(ROOT, b"a"))[0].ino, os.O_RDONLY)
+        assert await fs.read(fh, 0, 3) == b"old"
+        store.put_outside("pve/a", b"another node's bytes")
+        await fs.rename(ROOT, b"b", ROOT, b"a")
+        await expect_errno(errno.ESTALE, fs.read(fh, 3, 100))
+        await fs.release(fh)
+        assert keys(store) == ["pve/a"] and fs.uploads.entries() == []
 
     run(body)

@@ -12,6 +12,7 @@ tier proves it uses names Proxmox would list.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import hashlib
@@ -19,15 +20,17 @@ import json
 import os
 import random
 import re
+import signal
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 
 import pytest
 
 from tests.conftest import need
 from tests.mount.conftest import sha256_file
-from tests.mount.test_streaming import assert_no_uploads, run_py, sh
+from tests.mount.test_streaming import assert_no_uploads, daemon_pid, run_py, sh
 
 pytestmark = pytest.mark.mount
 
@@ -961,3 +964,63 @@ def test_image_allocation_listing_and_qemu_img_info(mount):
     assert_pve_names(m)
     assert_no_uploads(m)
     assert_log_clean(m)
+
+
+def _aside_keys(m) -> list[str]:
+    return sorted(k for k in m.keys() if k.startswith(m.key(".s3pvefs-open/")))
+
+
+def _read_rest(fd: int, offset: int) -> bytes:
+    got = []
+    while chunk := os.pread(fd, 4 * MiB, offset):
+        got.append(chunk)
+        offset += len(chunk)
+    return b"".join(got)
+
+
+def test_rsync_replacing_an_iso_a_vm_reads_leaves_the_reader_on_the_old_bytes(mount, tmp_path):
+    """A VM keeps its ISO open while an admin replaces the file with `rsync` (a temporary
+    name, then a rename over it). As on a local disk, the open handle reads the old bytes
+    to the end, the name gives the new ones, and the copy kept for the reader (hidden from
+    the mount) goes at its close. With the daemon killed (-9) while it is open, the next
+    mount deletes that copy."""
+    m = mount()
+    make_layout(m)
+    iso = m.path("template", "iso", "debian-12.iso")
+    old, new, newer = (random.Random(seed).randbytes(24 * MiB + 1234) for seed in (1, 2, 3))
+    with open(iso, "wb") as f:  # streamed: a multipart object, whose copy gets another ETag
+        f.write(old)
+    m.remount()  # the reader starts from a HEAD: its GETs carry the old ETag (If-Match)
+    fd = os.open(iso, os.O_RDONLY)
+    try:
+        head = os.pread(fd, MiB, 0)
+        (tmp_path / "debian-12.iso").write_bytes(new)
+        sh(f"rsync {tmp_path / 'debian-12.iso'} {m.path('template', 'iso')}/")
+        assert len(_aside_keys(m)) == 1
+        assert sorted(os.listdir(m.mp)) == sorted({p.split("/")[0] for p in PVE_DIRS})  # the copy is hidden
+        assert os.fstat(fd).st_nlink == 0 and os.fstat(fd).st_size == len(old)
+        assert hashlib.sha256(head + _read_rest(fd, MiB)).hexdigest() == hashlib.sha256(old).hexdigest()
+        assert sha256_file(iso) == hashlib.sha256(new).hexdigest()
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 10  # FUSE's release runs after close() returned
+    while _aside_keys(m):
+        assert time.monotonic() < deadline, f"kept aside after the last close: {_aside_keys(m)}"
+        time.sleep(0.1)
+    assert m.sha256("template/iso/debian-12.iso") == hashlib.sha256(new).hexdigest()
+
+    fd = os.open(iso, os.O_RDONLY)
+    os.pread(fd, MiB, 0)
+    (tmp_path / "debian-12.iso").write_bytes(newer)
+    sh(f"rsync {tmp_path / 'debian-12.iso'} {m.path('template', 'iso')}/")
+    aside = _aside_keys(m)
+    assert len(aside) == 1
+    os.kill(daemon_pid(m), signal.SIGKILL)
+    with contextlib.suppress(OSError):  # ECONNABORTED: the daemon is gone
+        os.close(fd)
+    subprocess.run(["fusermount3", "-uz", m.mp], capture_output=True)
+    assert _aside_keys(m) == aside  # nobody deleted it
+    m.do_mount()
+    assert _aside_keys(m) == []
+    assert f"deleted {aside[0]}" in m.log_text()
+    assert sha256_file(iso) == hashlib.sha256(newer).hexdigest()
