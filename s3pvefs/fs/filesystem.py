@@ -509,8 +509,9 @@ class Filesystem:
             inode = self._remember(parent, name, existing)
             return await self.open(inode.ino, flags), inode, await self.getattr(inode.ino, complete=True)
         s = new_stat(FILE, mode, uid, gid)
-        inode = self.table.attach(parent.ino, name, FILE)
         path = join_path(self.path(parent), name)
+        await self._keep_hidden_bytes(self.keys.key(path))
+        inode = self.table.attach(parent.ino, name, FILE)
         data = FileData(self._ctx, self.keys.key(path), path, s, None)
         self.files[inode.ino] = data
         inode.pinned = True
@@ -711,6 +712,8 @@ class Filesystem:
                 if etag is not None:  # unlinked while open: its object goes now, unless replaced
                     await self.store.delete_if_unchanged(data.key, etag)
                     self.hidden.take(data.key, data)
+                    if self.keys.is_aside(data.key):
+                        self.uploads.finished(data.key)
         finally:  # whatever failed above, the handle is gone
             inode.open_handles -= 1
             self._drop_data(inode)
@@ -788,6 +791,7 @@ class Filesystem:
             raise Exists(name)
         path = join_path(self.path(parent), name)
         s = new_stat(SYMLINK, 0o777, uid, gid, size=len(target))
+        await self._keep_hidden_bytes(self.keys.key(path))
         await self.store.put(self.keys.key(path), target, encode_metadata(s))
         self.usage.changed(self.keys.key(path), len(target))
         self.hidden.unhide(self.keys.key(path))
@@ -813,6 +817,7 @@ class Filesystem:
             s = s.with_(kind=SPECIAL, mode=st.S_IFMT(mode) | st.S_IMODE(mode),
                         rdev=rdev if st.S_IFMT(mode) in (st.S_IFCHR, st.S_IFBLK) else 0)
         key = self.keys.key(path)
+        await self._keep_hidden_bytes(key)
         etag = await self.store.put(key, b"", encode_metadata(s))
         s = s.with_(etag=etag)
         self.hidden.unhide(key)
@@ -886,6 +891,7 @@ class Filesystem:
                     self._commits_stopped(src_inode, data, moving=True):  # else a commit writes the old key
                 if replaced is not None and replaced is not src_inode and replaced_data is None:
                     await self._keep_for_readers(replaced, dst, dst_key)
+                await self._keep_hidden_bytes(dst_key)
                 if data is not None:
                     await self.store.refuse_if_locked(src_key)  # Object Lock: before anything is copied
                     await data.move_to(dst_key, dst_path, replacing=dst is not None)
@@ -945,6 +951,37 @@ class Filesystem:
         inode.aside_key = aside
         inode.replaced_stat = s.with_(size=there.size, etag=info.etag)
         self._kept_aside.add(inode)
+
+    async def _keep_hidden_bytes(self, key: str) -> None:
+        """A new file takes a name whose object an unlinked file still open holds, hidden
+        at that key (unlink): the object is copied aside first (as _keep_for_readers) and
+        the open file goes on there, reading and writing as before; its last close
+        deletes the copy. Another version there than the one hidden (another node's), or
+        a copy that fails: the open file loses its bytes (ESTALE), as before."""
+        owner = self.hidden.owner_of(key)
+        if not isinstance(owner, FileData):
+            return
+        hidden_etag = self.hidden.etag_of(key, owner)
+        aside = self.keys.aside_key(uuid.uuid4().hex)
+        self.uploads.set_aside(aside)
+        try:
+            there = await self.store.head(key)
+            if there is None or there.etag != hidden_etag:
+                await self._delete_aside(aside)
+                return
+            await copy_object(self.store, key, aside, there.size, None, self.cfg.write)
+            info = await self.store.head(aside)
+        except StoreError as e:
+            log.warning("a file unlinked while open could not keep its bytes as its name was taken again "
+                        "(%s): its handles get ESTALE", e)
+            await self._delete_aside(aside)
+            return
+        if info is None or not self.hidden.holds(key, owner):  # its last close came meanwhile
+            await self._delete_aside(aside)
+            return
+        owner.hidden_at(aside, info.etag)
+        # no longer hidden there: gone, or the new file could leave it visible (never committed)
+        await self.store.delete_if_unchanged(key, hidden_etag)
 
     async def _drop_aside(self, inode: Inode) -> None:
         aside, inode.aside_key = inode.aside_key, None

@@ -2,9 +2,10 @@
 
 POSIX lets an open file outlive its name. Its data is in S3 (or partly), so its
 object stays at its key, hidden from this mount's listings and lookups, and is
-deleted when the last handle closes -- unless another object was written at that key
-meanwhile (then the hidden file lost its bytes: its handles get ESTALE, and its last
-close deletes nothing).
+deleted when the last handle closes. A new file taking the name on this mount first
+has it copied aside (fs/filesystem.py, _keep_hidden_bytes): it is then hidden there.
+Another writer's object at that key meanwhile (another node) costs the hidden file its
+bytes: its handles get ESTALE, and its last close deletes nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class HiddenObjects:
         and unhide it while the LIST is under way, and the answer may predate the delete)."""
         then = {k: e for k, (e, _) in self._by_key.items() if k.startswith(prefix)}
         return lambda key, etag: self.is_hidden(key, etag) or (etag is not None and then.get(key) == etag)
+
+    def owner_of(self, key: str) -> object | None:
+        entry = self._by_key.get(key)
+        return entry[1] if entry is not None else None
 
     def keys(self) -> list[str]:
         return list(self._by_key)

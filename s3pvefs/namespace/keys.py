@@ -66,5 +66,8 @@ class KeyMapper:
         """Key of bytes kept aside for the readers of a file renamed over while open."""
         return f"{self.root}{ASIDE_NAME}/{token}"
 
+    def is_aside(self, key: str) -> bool:
+        return key.startswith(f"{self.root}{ASIDE_NAME}/")
+
     def path_of_key(self, key: str) -> str:
         return key[len(self.root):]

@@ -12,7 +12,7 @@ import trio
 
 from s3pvefs.errors import FsError, NotFound
 from s3pvefs.errors import StoreError
-from tests.core.helpers import ROOT, make_file, names, read_all
+from tests.core.helpers import ROOT, keys, make_file, names, read_all
 
 WR_CREAT = os.O_WRONLY | os.O_CREAT
 
@@ -357,14 +357,15 @@ def test_unlink_open_file_then_recreate_same_name(run):
         await fs.unlink(ROOT, b"f")
         new_ino = await make_file(fs, ROOT, b"f", b"new!")
         assert new_ino != ino
-        # POSIX says old data; the key now holds the new object: an error, never new bytes
-        with pytest.raises(FsError) as e:
-            await fs.read(fh, 0, 100)
-        assert e.value.errno == errno.ESTALE
+        # POSIX says old data: the old object was copied aside before the new file took the key
+        assert await fs.read(fh, 0, 100) == b"old"
+        aside = [k for k in store.objects if k.startswith("pve/.s3pvefs-open/")]
+        assert len(aside) == 1 and store.objects[aside[0]].data == b"old"
         await fs.release(fh)
-        # the last close of the old file must not delete the new one
-        assert store.objects["pve/f"].data == b"new!"
+        # the last close of the old file deletes its copy, never the new one
+        assert keys(store) == ["pve/f"] and store.objects["pve/f"].data == b"new!"
         assert await read_all(fs, new_ino) == b"new!"
+        assert fs.uploads.entries() == []
 
     run(body)
 

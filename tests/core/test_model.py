@@ -836,7 +836,10 @@ class FilesystemModel(RuleBasedStateMachine):
         want = {f"{PREFIX}/{p}": data for p, data in m.store.items()}
         want.update({f"{PREFIX}/{d}/": b"" for d in m.dirs})
         got = {k: o.data for k, o in self.store.objects.items()}
-        extra = set(got) - set(want) - {f"{PREFIX}/{p}" for p in m.orphan_keys}
+        # copies kept for open files whose name another file took: only while they are open
+        aside = {k for k in got if k.startswith(f"{PREFIX}/.s3pvefs-open/")}
+        assert not aside or m.handles, f"copies kept aside with no file open: {sorted(aside)}"
+        extra = set(got) - set(want) - {f"{PREFIX}/{p}" for p in m.orphan_keys} - aside
         assert not extra, f"unexpected objects {sorted(extra)}"
         assert {k: got.get(k) for k in want} == want
         if not m.handles:  # files open for writing may be uploading parts
@@ -994,11 +997,12 @@ def test_write_to_unlinked_open_file_whose_name_was_reused(run, reuse):
         await _put_file(fs, ROOT, b"a", b"")  # the key holds another file now
         if reuse == "recreate+unlink":
             await fs.unlink(ROOT, b"a")  # ... or nothing
-        for op in (fs.write(fh, 1, b"same"), fs.read(fh, 0, 10)):
-            with pytest.raises(FsError) as e:  # never the other file's bytes, never EIO
-                await op
-            assert e.value.errno == errno.ESTALE
+        # as on a local disk: the open file is still its own (its object was copied aside)
+        assert await fs.write(fh, 1, b"ame!") == 4
+        assert await fs.read(fh, 0, 10) == b"same!"
         await fs.release(fh)
+        want = {"pve/a": b""} if reuse == "recreate" else {}
+        assert {k: o.data for k, o in store.objects.items()} == want  # the new file untouched
 
     run(body)
 

@@ -1024,3 +1024,38 @@ def test_rsync_replacing_an_iso_a_vm_reads_leaves_the_reader_on_the_old_bytes(mo
     assert _aside_keys(m) == []
     assert f"deleted {aside[0]}" in m.log_text()
     assert sha256_file(iso) == hashlib.sha256(newer).hexdigest()
+
+
+def test_a_file_removed_while_open_stays_its_own_when_its_name_is_taken_again(mount, tmp_path):
+    """`rm` then `cp` of a new version (or a script writing the name again) while a
+    reader and a writer still have the old file open: as on a local disk, both go on with
+    the old file (its object is copied aside as the name is taken), the name holds the new
+    one, and the copy goes with the last close."""
+    m = mount()
+    make_layout(m)
+    snippet = m.path("snippets", "hook.pl")
+    old, new = random.Random(4).randbytes(3 * MiB), random.Random(5).randbytes(2 * MiB)
+    with open(snippet, "wb") as f:
+        f.write(old)
+    m.remount()
+    reader, writer = os.open(snippet, os.O_RDONLY), os.open(snippet, os.O_RDWR)
+    try:
+        assert os.pread(reader, 100, 0) == old[:100]
+        (tmp_path / "hook.pl").write_bytes(new)
+        sh(f"rm {snippet} && cp {tmp_path / 'hook.pl'} {snippet}")
+        assert sha256_file(snippet) == hashlib.sha256(new).hexdigest()
+        assert len(_aside_keys(m)) == 1
+        assert os.pwrite(writer, b"patched", 10) == 7
+        assert os.fstat(writer).st_nlink == 0
+        want = old[:10] + b"patched" + old[17:]
+        assert os.pread(writer, len(old) + 1, 0) == want
+        assert os.pread(reader, len(old), 100) == want[100:]  # one file: the writer's bytes
+    finally:
+        os.close(reader)
+        os.close(writer)
+    deadline = time.monotonic() + 10  # FUSE's release runs after close() returned
+    while _aside_keys(m):
+        assert time.monotonic() < deadline, f"kept aside after the last close: {_aside_keys(m)}"
+        time.sleep(0.1)
+    assert m.get("snippets/hook.pl") == new
+    assert sorted(os.listdir(m.path("snippets"))) == ["hook.pl"]
