@@ -98,7 +98,8 @@ class Filesystem:
         self._nursery = nursery
         self._handles: dict[int, FileHandle | DirHandle] = {}
         self._next_fh = 1
-        self.hidden = HiddenObjects()
+        self.uploads = UploadLog(os.path.join(config.resolved_cache_dir(), "uploads", config.mount_id()))
+        self.hidden = HiddenObjects(journal=self.uploads)
         self.bodies = SmallBodies()
         self.resolver = Resolver(store, self.keys, self.cache, self.defaults, self.hidden, nursery, config.cache,
                                  self.bodies, concurrency_for(config.store.max_connections))
@@ -114,7 +115,6 @@ class Filesystem:
         self.dir_times = DirectoryTimes(store, self.keys, self.cache)
         self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it
         self._kept_aside: set[Inode] = set()  # renamed over while open, their bytes kept (rename)
-        self.uploads = UploadLog(os.path.join(config.resolved_cache_dir(), "uploads", config.mount_id()))
         self.commits = CommitStore(store, config.write.outage_patience, self.uploads)
         # The FUSE adapter sets this: the kernel's attributes of an inode are out of date
         # (another writer replaced its object); it asks GETATTR before it trusts them again.
@@ -710,10 +710,7 @@ class Filesystem:
                         self._keep_trying(inode, data)
                 etag = self.hidden.etag_of(data.key, data)
                 if etag is not None:  # unlinked while open: its object goes now, unless replaced
-                    await self.store.delete_if_unchanged(data.key, etag)
-                    self.hidden.take(data.key, data)
-                    if self.keys.is_aside(data.key):
-                        self.uploads.finished(data.key)
+                    await self._delete_hidden(data.key, etag, data)
         finally:  # whatever failed above, the handle is gone
             inode.open_handles -= 1
             self._drop_data(inode)
@@ -739,6 +736,12 @@ class Filesystem:
         with trio.move_on_after(DIR_TIMES_AT_EXIT):  # nobody reads them any more; else the next mount
             for inode in list(self._kept_aside):
                 await self._drop_aside(inode)
+            for key, etag, owner in self.hidden.entries():  # unlinked while open: gone for good now
+                try:
+                    await self._delete_hidden(key, etag, owner)
+                except StoreError as e:
+                    log.warning("could not delete %s, a file unlinked while open (%s): the next mount tries "
+                                "again", key, e)
 
     async def unlink(self, parent_ino: int, raw: bytes) -> None:
         self._writable()
@@ -982,6 +985,13 @@ class Filesystem:
         owner.hidden_at(aside, info.etag)
         # no longer hidden there: gone, or the new file could leave it visible (never committed)
         await self.store.delete_if_unchanged(key, hidden_etag)
+
+    async def _delete_hidden(self, key: str, etag: str, owner: FileData) -> None:
+        """The last close of a file unlinked while open (or the unmount): its object goes."""
+        await self.store.delete_if_unchanged(key, etag)
+        self.hidden.take(key, owner)
+        if self.keys.is_aside(key):
+            self.uploads.finished(key)
 
     async def _drop_aside(self, inode: Inode) -> None:
         aside, inode.aside_key = inode.aside_key, None

@@ -12,11 +12,24 @@ from __future__ import annotations
 
 
 class HiddenObjects:
-    def __init__(self) -> None:
+    def __init__(self, journal=None) -> None:
         self._by_key: dict[str, tuple[str, object]] = {}  # key -> (etag, owner)
+        # Written down on local disk (write/uploadlog.py) while hidden: the next mount
+        # deletes what a daemon killed before the last close left.
+        self._journal = journal
 
     def hide(self, key: str, etag: str, owner: object) -> None:
         self._by_key[key] = (etag, owner)
+        if self._journal is not None:
+            self._journal.hidden(key, etag)
+
+    def _gone(self, key: str) -> None:
+        if self._journal is not None:
+            self._journal.unhidden(key)
+
+    def entries(self) -> list[tuple[str, str, object]]:
+        """(key, etag, owner) of every object hidden now."""
+        return [(k, e, o) for k, (e, o) in self._by_key.items()]
 
     def holds(self, key: str, owner: object) -> bool:
         """The object at key is still owner's (nothing was written over it)."""
@@ -47,7 +60,8 @@ class HiddenObjects:
 
     def unhide(self, key: str) -> None:
         """Another object was written at key."""
-        self._by_key.pop(key, None)
+        if self._by_key.pop(key, None) is not None:
+            self._gone(key)
 
     def etag_of(self, key: str, owner: object) -> str | None:
         """The ETag of owner's hidden object at key (None: not owner's any more)."""
@@ -60,4 +74,5 @@ class HiddenObjects:
         if entry is None or entry[1] is not owner:
             return None
         del self._by_key[key]
+        self._gone(key)
         return entry[0]

@@ -25,7 +25,7 @@ from s3pvefs.errors import EXIT_MOUNTPOINT, FsError, MountError, StoreError
 from s3pvefs.store.base import ObjectStore
 from s3pvefs.write.resume import Suspended
 from s3pvefs.write.sparse import JOURNAL_VERSION, SparseFile, ensure_private_dir
-from s3pvefs.write.uploadlog import ASIDE, WRITING, UploadLog
+from s3pvefs.write.uploadlog import ASIDE, HIDDEN, WRITING, UploadLog
 from s3pvefs.write.writeback import upload_sparse
 
 log = logging.getLogger(__name__)
@@ -146,16 +146,22 @@ async def recover_uploads(store: ObjectStore, uploads: UploadLog, cfg: WriteConf
     results = []
     for record in uploads.entries():
         key = record["key"]
-        if record["state"] == ASIDE:
+        if record["state"] in (ASIDE, HIDDEN):
             try:
-                await store.delete(key)
+                if record["state"] == HIDDEN:  # unless another object was written there since
+                    info = await store.head(key)  # (the same bytes again have the same ETag: and a later time)
+                    if info is not None and info.etag == record["etag"] and info.last_modified <= record["started"]:
+                        await store.delete_if_unchanged(key, record["etag"])
+                else:
+                    await store.delete(key)
             except StoreError as e:
                 log.error("could not delete %s, bytes kept for a file open when the daemon stopped: %s "
                           "(tried again at the next mount)", key, e)
                 continue
             uploads.finished(record["id"])
-            log.info("deleted %s: bytes kept for the readers of a file renamed over while open, "
-                     "left by the daemon that stopped", key)
+            log.info("deleted %s: %s", key, "bytes kept for the readers of a file renamed over while open, left "
+                     "by the daemon that stopped" if record["state"] == ASIDE else
+                     "the object of a file unlinked while open when the daemon stopped")
             continue
         if record["state"] == WRITING:
             try:

@@ -8,7 +8,8 @@ own: those still being written are aborted at once (another node's are left to
 stale_upload_idle), and those whose data was kept for a later try (``suspended``:
 parts stored in S3, the rest in a spill file here) are finished. The copies kept aside
 for the readers of a file renamed over while open (``aside``) are recorded the same way,
-and deleted by the next mount.
+and deleted by the next mount, as are the objects of files unlinked while open
+(``hidden``), whose last close never came.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from s3pvefs.write.sparse import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
-WRITING, SUSPENDED, ASIDE = "writing", "suspended", "aside"
+WRITING, SUSPENDED, ASIDE, HIDDEN = "writing", "suspended", "aside", "hidden"
 
 
 class UploadLog:
@@ -76,6 +77,18 @@ class UploadLog:
             self._write({"id": key, "key": key, "upload_id": "", "state": ASIDE, "started": time.time()}, False)
         except OSError as e:
             log.warning("cannot record %s in %s: %s", key, self.directory, e.strerror)
+
+    def hidden(self, key: str, etag: str) -> None:
+        """The object (etag) of a file unlinked while open, deleted at its last close: the
+        next mount deletes it unless that came (not fsync'ed, as ``started``)."""
+        try:
+            self._write({"id": "hidden:" + key, "key": key, "upload_id": "", "state": HIDDEN, "etag": etag,
+                         "started": time.time()}, False)
+        except OSError as e:
+            log.warning("cannot record %s in %s: %s", key, self.directory, e.strerror)
+
+    def unhidden(self, key: str) -> None:
+        self.finished("hidden:" + key)
 
     def finished(self, ident: str) -> None:
         try:

@@ -169,3 +169,37 @@ def test_kill_9_during_a_2_gib_write_on_ceph(ceph_mount):
         assert f.read() == small
     assert sha256_file(m.path("dump", "vzdump-qemu-100.vma.zst")) == big_digest
     assert m.sha256("dump/vzdump-qemu-100.vma.zst") == big_digest
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_file_unlinked_while_open_stays_deleted_after_the_daemon_stops(mount, how):
+    """Its object is kept (hidden) for the open handle until the last close; a daemon
+    stopped before that (systemd stop: SIGTERM; or killed) must not bring the file back.
+    SIGTERM deletes it on the way out, the next mount after a kill -9 (recorded in
+    cache_dir); an object written at that name by someone else since is left alone."""
+    m = mount()
+    for name in ("held.txt", "rewritten.txt"):
+        with open(m.path(name), "wb") as f:
+            f.write(name.encode() * 1000)
+    fds = [os.open(m.path(name), os.O_RDONLY) for name in ("held.txt", "rewritten.txt")]
+    for name in ("held.txt", "rewritten.txt"):
+        os.unlink(m.path(name))
+    assert {m.key("held.txt"), m.key("rewritten.txt")} <= m.keys()  # kept for the open handles
+    m.put("rewritten.txt", b"another node's file")  # written at the name by another writer
+    pid = daemon_pid(m)
+    os.kill(pid, getattr(signal, how))
+    deadline = time.monotonic() + 60
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, f"the daemon did not exit after {how}"
+        time.sleep(0.1)
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # ENOTCONN/ECONNABORTED: the daemon is gone
+    subprocess.run(["fusermount3", "-uz", m.mp], capture_output=True)
+    assert (m.key("held.txt") in m.keys()) == (how == "SIGKILL")
+    m.do_mount()
+    assert m.key("held.txt") not in m.keys()
+    assert sorted(os.listdir(m.mp)) == ["rewritten.txt"]
+    assert m.get("rewritten.txt") == b"another node's file"
