@@ -114,7 +114,6 @@ class Filesystem:
         self.usage = UsageMeter(store, self.keys.dir_prefix(""), config.mount.usage_interval)
         self.dir_times = DirectoryTimes(store, self.keys, self.cache)
         self.files: dict[int, FileData] = {}  # ino -> what this mount holds of it
-        self._kept_aside: set[Inode] = set()  # renamed over while open, their bytes kept (rename)
         self.commits = CommitStore(store, config.write.outage_patience, self.uploads)
         # The FUSE adapter sets this: the kernel's attributes of an inode are out of date
         # (another writer replaced its object); it asks GETATTR before it trusts them again.
@@ -144,8 +143,6 @@ class Filesystem:
         if data is not None:
             return data.object_key()
         if not inode.attached:
-            if inode.aside_key is not None and inode.open_handles:
-                return inode.aside_key  # renamed over while open: its bytes were kept for it
             raise Stale()
         return self.keys.key(self.path(inode))
 
@@ -342,8 +339,6 @@ class Filesystem:
             return data.stat
         if not inode.attached:
             if inode.open_handles:  # replaced by a rename while open: as read() says
-                if inode.aside_key is not None and inode.replaced_stat is not None:
-                    return inode.replaced_stat
                 raise Stale()
             raise NotFound("unlinked")
         path = self.path(inode)
@@ -591,8 +586,6 @@ class Filesystem:
         except Changed:
             if h.prefetcher is not p:  # a read beside this one already went on to the new version
                 got = await h.prefetcher.read(offset, size)
-            elif not inode.attached and inode.aside_key is not None:
-                got = await self._read_aside(h, offset, size)  # renamed over as this read was sent
             else:
                 got = await self._read_new_version(h, offset, size)
         self._served(h)
@@ -626,14 +619,6 @@ class Filesystem:
         old.close()
         h.prefetcher = self._prefetcher(inode, s.size, s.etag)
         self._kernel_size_at_least(inode, s.size)
-        return await h.prefetcher.read(offset, size)
-
-    async def _read_aside(self, h: FileHandle, offset: int, size: int) -> bytes:
-        """A handle's reads go on from where rename kept the file's bytes (its name now
-        holds the other file's; the copy kept aside may have another ETag)."""
-        h.prefetcher.close()
-        s = h.inode.replaced_stat
-        h.prefetcher = self._prefetcher(h.inode, s.size, s.etag)
         return await h.prefetcher.read(offset, size)
 
     def _kernel_size_at_least(self, inode: Inode, size: int) -> None:
@@ -699,8 +684,6 @@ class Filesystem:
         inode = h.inode
         data = self.files.get(inode.ino)
         try:
-            if inode.open_handles == 1 and inode.aside_key is not None:
-                await self._drop_aside(inode)
             if inode.open_handles == 1 and data is not None:
                 if data.dirty and data.attached and not data.in_background:
                     try:  # close() already flushed; this catches writes through mmap and the like
@@ -734,8 +717,6 @@ class Filesystem:
         if scope.cancelled_caught:
             log.warning("directory times not all written at unmount (S3 slow or away)")
         with trio.move_on_after(DIR_TIMES_AT_EXIT):  # nobody reads them any more; else the next mount
-            for inode in list(self._kept_aside):
-                await self._drop_aside(inode)
             for key, etag, owner in self.hidden.entries():  # unlinked while open: gone for good now
                 try:
                     await self._delete_hidden(key, etag, owner)
@@ -884,16 +865,15 @@ class Filesystem:
             replaced = self.table.child(dst_parent.ino, dst_name) if dst is not None else None
             replaced_data = self.files.get(replaced.ino) if replaced is not None else None
             if replaced_data is not None and replaced_data.stream is not None:
-                # Its upload is at the key the source lands on: it can never be committed.
-                replaced_data.stream.fail(Stale("file was replaced while open"))
+                await self._stop_streaming(replaced, replaced_data)
             src_key, dst_key = self.keys.key(src_path), self.keys.key(dst_path)
             if dst is not None:
                 self.usage.changed(dst_key, -dst.size)  # its object is overwritten
             data = self.files.get(src_inode.ino)
             async with self._commits_stopped(replaced, replaced_data), \
                     self._commits_stopped(src_inode, data, moving=True):  # else a commit writes the old key
-                if replaced is not None and replaced is not src_inode and replaced_data is None:
-                    await self._keep_for_readers(replaced, dst, dst_key)
+                if replaced is not None and replaced is not src_inode and dst is not None:
+                    await self._unlink_open(replaced, replaced_data, dst, dst_key)
                 await self._keep_hidden_bytes(dst_key)
                 if data is not None:
                     await self.store.refuse_if_locked(src_key)  # Object Lock: before anything is copied
@@ -911,8 +891,7 @@ class Filesystem:
             self.cache.put_stat(dst_path, moved)
         if (replaced := self.table.child(dst_parent.ino, dst_name)) is not None and replaced is not src_inode:
             if replaced.open_handles and dst is not None and dst.kind == replaced.kind:
-                if replaced.aside_key is None:  # else _keep_for_readers set it, with the copy's ETag
-                    replaced.replaced_stat = dst
+                replaced.replaced_stat = dst
             self._detach(replaced)
             self._drop_data(replaced)
         self.table.move(src_inode, dst_parent.ino, dst_name)
@@ -920,47 +899,51 @@ class Filesystem:
         if dst_parent is not src_parent:
             self._entries_changed(dst_parent)
 
-    async def _keep_for_readers(self, inode: Inode, s: Stat | None, key: str) -> None:
-        """A file renamed over while open keeps its bytes for its handles, as on a local
-        disk (`rsync` replacing an ISO a VM is reading): its object is first copied to a
-        key of its own under PREFIX/.s3pvefs-open/, read from there and deleted at its last
-        close. Only for files whose bytes are all in S3 (none written here); not on an
-        Object Lock bucket, whose default retention could keep the copy. Recorded before
-        the copy, so the next mount deletes what a killed daemon left. A copy that fails
-        leaves the handles as before: ESTALE."""
-        if (not inode.open_handles or s is None or s.kind != inode.kind or s.kind != FILE
+    async def _stop_streaming(self, inode: Inode, data: FileData) -> None:
+        """A file another is renamed over while it streams: its bytes go to its cache for
+        its handles (_unlink_open), unless an upload is running -- that upload is at the
+        key the source lands on and can never be committed: its handles get ESTALE."""
+        if inode.open_handles and not data.stream.uploading:
+            try:
+                await data.leave_stream()
+                return
+            except FsError as e:
+                log.info("%s, renamed over while open, cannot keep its bytes: %s", self.path(inode), e)
+        if data.stream is not None:
+            data.stream.fail(Stale("file was replaced while open"))
+
+    async def _unlink_open(self, inode: Inode, data: FileData | None, s: Stat, key: str) -> None:
+        """Another file is renamed over one still open: as on a local disk its handles keep
+        it (reads, writes, fstat), as an unlinked one's do -- its object hidden at key,
+        which _keep_hidden_bytes then copies aside before the rename's copy lands there.
+        Not for a file streaming (its upload, at key, was failed: ESTALE), a file on an
+        Object Lock bucket (a default retention could keep the copy aside), or a version
+        other than the one its handles read (another node replaced it meanwhile): those
+        handles get ESTALE."""
+        if (not inode.open_handles or s.kind != inode.kind or s.kind != FILE
+                or (data is not None and data.stream is not None)
                 or getattr(self.store, "object_lock", False) is not False):
             return
-        # The version its handles read: another node may have replaced the object since.
         read = {h.prefetcher.etag for h in self._handles.values() if isinstance(h, FileHandle)
-                and h.inode is inode and h.prefetcher is not None and h.prefetcher.etag} | ({s.etag} - {None})
-        aside = self.keys.aside_key(uuid.uuid4().hex)
-        self.uploads.set_aside(aside)
-        try:
-            there = await self.store.head(key)
-            if there is None or len(read) > 1 or (read and there.etag not in read):
-                await self._delete_aside(aside)
-                return  # nothing of the version read is left to keep
-            await copy_object(self.store, key, aside, there.size, None, self.cfg.write)
-            info = await self.store.head(aside)
-        except StoreError as e:
-            log.warning("%s was renamed over while open and its bytes could not be kept for its readers "
-                        "(%s): their reads get ESTALE", self.path(inode), e)
-            await self._delete_aside(aside)
+                and h.inode is inode and h.prefetcher is not None and h.prefetcher.etag}
+        if len(read) > 1:
             return
-        if info is None or not inode.open_handles:  # its last handle closed during the copy
-            await self._delete_aside(aside)
-            return
-        inode.aside_key = aside
-        inode.replaced_stat = s.with_(size=there.size, etag=info.etag)
-        self._kept_aside.add(inode)
+        if data is None:
+            data = self._data(inode, await self.resolver.complete(self.path(inode), s) or s)
+        if data.remote_size is None:
+            return  # nothing of it in S3: its bytes are all here
+        etag = s.etag or getattr(await self.store.head(key), "etag", None)
+        if etag is not None and (not read or etag in read):
+            data.hide(etag)
 
     async def _keep_hidden_bytes(self, key: str) -> None:
         """A new file takes a name whose object an unlinked file still open holds, hidden
-        at that key (unlink): the object is copied aside first (as _keep_for_readers) and
-        the open file goes on there, reading and writing as before; its last close
-        deletes the copy. Another version there than the one hidden (another node's), or
-        a copy that fails: the open file loses its bytes (ESTALE), as before."""
+        at that key (unlink, or _unlink_open): the object is copied server-side to
+        PREFIX/.s3pvefs-open/<random> first (recorded in cache_dir before, so the next
+        mount deletes what a killed daemon left), deleted at the name, and the open file
+        goes on there, reading and writing as before; its last close deletes the copy.
+        Another version there than the one hidden (another node's), or a copy that
+        fails: the open file loses its bytes (ESTALE)."""
         owner = self.hidden.owner_of(key)
         if not isinstance(owner, FileData):
             return
@@ -992,11 +975,6 @@ class Filesystem:
         self.hidden.take(key, owner)
         if self.keys.is_aside(key):
             self.uploads.finished(key)
-
-    async def _drop_aside(self, inode: Inode) -> None:
-        aside, inode.aside_key = inode.aside_key, None
-        self._kept_aside.discard(inode)
-        await self._delete_aside(aside)
 
     async def _delete_aside(self, aside: str) -> None:
         try:

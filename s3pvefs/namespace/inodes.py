@@ -27,11 +27,10 @@ class Inode:
     # nothing was served, MIXED if they may come from several (fs/filesystem.py, open).
     kernel_pages: str | None = None
     kernel_size: int = -1  # the size the kernel was last told (-1: none yet)
-    # Its attributes when another file replaced it while it was open: fstat still
-    # answers (nlink 0), as on a local disk. Its bytes are then at aside_key when they
-    # could be kept for its readers (fs/filesystem.py, rename), else gone (ESTALE).
+    # Its attributes when another file replaced it while it was open and its bytes could
+    # not be kept (fs/filesystem.py, _unlink_open): fstat still answers (nlink 0), as on
+    # a local disk, though reads and writes get ESTALE.
     replaced_stat: Stat | None = None
-    aside_key: str | None = None
 
 
 MIXED = "*"

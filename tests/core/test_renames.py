@@ -335,3 +335,21 @@ def test_no_copy_is_kept_of_a_version_its_readers_did_not_read(run):
         assert keys(store) == ["pve/a"] and fs.uploads.entries() == []
 
     run(body)
+
+
+def test_a_file_still_being_written_keeps_its_bytes_when_renamed_over(run):
+    """Its bytes all still in memory (no upload running): they move to its cache, and its
+    handle goes on writing and reading the old file; nothing reaches the new one."""
+    async def body(fs, store):
+        fh, inode, _ = await fs.create(ROOT, b"a", 0o644, os.O_RDWR | os.O_CREAT, 0, 0)
+        await fs.write(fh, 0, b"first ")
+        await make_file(fs, ROOT, b"b", b"new")
+        await fs.rename(ROOT, b"b", ROOT, b"a")
+        assert await fs.write(fh, 6, b"second") == 6
+        assert await fs.read(fh, 0, 100) == b"first second"
+        await fs.flush(fh)
+        await fs.release(fh)
+        assert keys(store) == ["pve/a"] and store.objects["pve/a"].data == b"new"
+        assert fs.uploads.entries() == []
+
+    run(body)

@@ -1026,11 +1026,12 @@ def test_rsync_replacing_an_iso_a_vm_reads_leaves_the_reader_on_the_old_bytes(mo
     assert sha256_file(iso) == hashlib.sha256(newer).hexdigest()
 
 
-def test_a_file_removed_while_open_stays_its_own_when_its_name_is_taken_again(mount, tmp_path):
-    """`rm` then `cp` of a new version (or a script writing the name again) while a
-    reader and a writer still have the old file open: as on a local disk, both go on with
-    the old file (its object is copied aside as the name is taken), the name holds the new
-    one, and the copy goes with the last close."""
+@pytest.mark.parametrize("replace", ["rm; cp", "mv"])
+def test_a_file_replaced_while_open_stays_its_own(mount, tmp_path, replace):
+    """`rm` then `cp` of a new version, or `mv` of one over it, while a reader and a
+    writer still have the old file open: as on a local disk, both go on with the old file
+    (its object is copied aside as the name is taken), the name holds the new one, and
+    the copy goes with the last close."""
     m = mount()
     make_layout(m)
     snippet = m.path("snippets", "hook.pl")
@@ -1042,7 +1043,10 @@ def test_a_file_removed_while_open_stays_its_own_when_its_name_is_taken_again(mo
     try:
         assert os.pread(reader, 100, 0) == old[:100]
         (tmp_path / "hook.pl").write_bytes(new)
-        sh(f"rm {snippet} && cp {tmp_path / 'hook.pl'} {snippet}")
+        if replace == "mv":
+            sh(f"cp {tmp_path / 'hook.pl'} {snippet}.new && mv {snippet}.new {snippet}")
+        else:
+            sh(f"rm {snippet} && cp {tmp_path / 'hook.pl'} {snippet}")
         assert sha256_file(snippet) == hashlib.sha256(new).hexdigest()
         assert len(_aside_keys(m)) == 1
         assert os.pwrite(writer, b"patched", 10) == 7
