@@ -716,8 +716,10 @@ class Filesystem:
             await self.dir_times.flush()
         if scope.cancelled_caught:
             log.warning("directory times not all written at unmount (S3 slow or away)")
-        with trio.move_on_after(DIR_TIMES_AT_EXIT):  # nobody reads them any more; else the next mount
-            for key, etag, owner in self.hidden.entries():  # unlinked while open: gone for good now
+        # Files unlinked while open: no handle outlives the daemon, so their objects go now
+        # (what is left here, the next mount deletes: write/uploadlog.py).
+        with trio.move_on_after(DIR_TIMES_AT_EXIT):
+            for key, etag, owner in self.hidden.entries():
                 try:
                     await self._delete_hidden(key, etag, owner)
                 except StoreError as e:
@@ -916,7 +918,7 @@ class Filesystem:
         """Another file is renamed over one still open: as on a local disk its handles keep
         it (reads, writes, fstat), as an unlinked one's do -- its object hidden at key,
         which _keep_hidden_bytes then copies aside before the rename's copy lands there.
-        Not for a file streaming (its upload, at key, was failed: ESTALE), a file on an
+        Not for a file whose upload was running (_stop_streaming failed it), a file on an
         Object Lock bucket (a default retention could keep the copy aside), or a version
         other than the one its handles read (another node replaced it meanwhile): those
         handles get ESTALE."""
@@ -966,8 +968,15 @@ class Filesystem:
             await self._delete_aside(aside)
             return
         owner.hidden_at(aside, info.etag)
-        # no longer hidden there: gone, or the new file could leave it visible (never committed)
-        await self.store.delete_if_unchanged(key, hidden_etag)
+        # Gone from the name too, or it shows again if the new file is never committed;
+        # recorded until then, as any hidden object.
+        self.uploads.hidden(key, hidden_etag)
+        try:
+            await self.store.delete_if_unchanged(key, hidden_etag)
+        except StoreError as e:
+            log.warning("could not delete %s, a file unlinked while open (%s): the next mount tries again", key, e)
+            return
+        self.uploads.unhidden(key)
 
     async def _delete_hidden(self, key: str, etag: str, owner: FileData) -> None:
         """The last close of a file unlinked while open (or the unmount): its object goes."""
@@ -980,7 +989,7 @@ class Filesystem:
         try:
             await self.store.delete(aside)
         except StoreError as e:
-            log.warning("could not delete %s, the bytes kept for a file renamed over while open (%s): "
+            log.warning("could not delete %s, kept for a file open when its name was taken (%s): "
                         "the next mount tries again", aside, e)
             return
         self.uploads.finished(aside)

@@ -11,8 +11,9 @@ FOLDER_SUFFIX = "_$folder$"  # old s3fs/Hadoop directory marker, recognised when
 DIR_CONTENT_TYPE = "application/x-directory"  # of the "dir/" marker objects we write
 # The mount's object of zeros (write/zeros.py) at PREFIX/ZEROS_NAME: never a name here.
 ZEROS_NAME = ".s3pvefs-zeros"
-# Where the bytes of a file renamed over while open are kept for its readers until its
-# last close (fs/filesystem.py, rename): PREFIX/ASIDE_NAME/<random>. Never a name here.
+# Where the object of a file unlinked (or renamed over) while open is kept for its
+# handles once a new file takes its name, until its last close (fs/filesystem.py,
+# _keep_hidden_bytes): PREFIX/ASIDE_NAME/<random>. Never a name here.
 ASIDE_NAME = ".s3pvefs-open"
 RESERVED_NAMES = (ZEROS_NAME, ASIDE_NAME)
 
@@ -63,7 +64,7 @@ class KeyMapper:
         return self.root + path + "/" if path else self.root
 
     def aside_key(self, token: str) -> str:
-        """Key of bytes kept aside for the readers of a file renamed over while open."""
+        """Key of the object kept aside for a file open when its name was taken."""
         return f"{self.root}{ASIDE_NAME}/{token}"
 
     def is_aside(self, key: str) -> bool:

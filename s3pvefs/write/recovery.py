@@ -159,8 +159,8 @@ async def recover_uploads(store: ObjectStore, uploads: UploadLog, cfg: WriteConf
                           "(tried again at the next mount)", key, e)
                 continue
             uploads.finished(record["id"])
-            log.info("deleted %s: %s", key, "bytes kept for the readers of a file renamed over while open, left "
-                     "by the daemon that stopped" if record["state"] == ASIDE else
+            log.info("deleted %s: %s", key, "kept aside for a file open when its name was taken, left by the "
+                     "daemon that stopped" if record["state"] == ASIDE else
                      "the object of a file unlinked while open when the daemon stopped")
             continue
         if record["state"] == WRITING:

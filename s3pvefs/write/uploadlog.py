@@ -6,10 +6,10 @@ JSON file under cache_dir), and removed when it is completed or aborted, so that
 after kill -9 or a power cut the next mount knows which unfinished uploads were its
 own: those still being written are aborted at once (another node's are left to
 stale_upload_idle), and those whose data was kept for a later try (``suspended``:
-parts stored in S3, the rest in a spill file here) are finished. The copies kept aside
-for the readers of a file renamed over while open (``aside``) are recorded the same way,
-and deleted by the next mount, as are the objects of files unlinked while open
-(``hidden``), whose last close never came.
+parts stored in S3, the rest in a spill file here) are finished. The objects of files
+unlinked while open (``hidden``) and their copies kept aside once their name was taken
+(``aside``) are recorded the same way, and deleted by the next mount: their last close
+never came.
 """
 
 from __future__ import annotations
