@@ -196,9 +196,8 @@ class FileData:
     def hidden_at(self, key: str, etag: str) -> None:
         """Unlinked while open, its object was copied to key (a new file takes its name):
         read there from now on, and deleted there at its last close."""
-        self.ctx.hidden.take(self.key, self)
+        self.ctx.hidden.move(self.key, key, etag, self)
         self.key = key
-        self.ctx.hidden.hide(key, etag, self)
         self.stat = self.stat.with_(etag=etag)
         if self.cache is not None and self.cache.base_etag is not None:
             self.cache.base_etag = etag  # a copy of a multipart object has another ETag

@@ -39,7 +39,7 @@ from s3pvefs.write.zeros import Zeros
 from s3pvefs.namespace.headers import concurrency_for
 from s3pvefs.namespace.hidden import HiddenObjects
 from s3pvefs.namespace.inodes import MIXED, ROOT_INO, Inode, InodeTable
-from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, RESERVED_NAMES, ZEROS_NAME, KeyMapper, check_name, join_path
+from s3pvefs.namespace.keys import DIR_CONTENT_TYPE, RESERVED_RAW, ZEROS_NAME, KeyMapper, check_name, join_path
 from s3pvefs.namespace.metacache import Listing, MetaCache
 from s3pvefs.namespace.resolver import Resolver
 from s3pvefs.namespace.stat import (DIR, FILE, SPECIAL, SYMLINK, Defaults, Stat, encode_metadata, implicit_dir,
@@ -79,7 +79,6 @@ class FsStat:
 BACKGROUND_GROWTH = 512 << 20
 GROWTH_WAIT = 10.0
 DIR_TIMES_AT_EXIT = 5.0  # seconds the unmount gives pending directory times
-RESERVED_RAW = tuple(n.encode() for n in RESERVED_NAMES)
 
 
 class Filesystem:
@@ -957,7 +956,7 @@ class Filesystem:
             if there is None or there.etag != hidden_etag:
                 await self._delete_aside(aside)
                 return
-            await copy_object(self.store, key, aside, there.size, None, self.cfg.write)
+            await copy_object(self.store, key, aside, there.size, there.metadata or {}, self.cfg.write)
             info = await self.store.head(aside)
         except StoreError as e:
             log.warning("a file unlinked while open could not keep its bytes as its name was taken again "
@@ -968,9 +967,8 @@ class Filesystem:
             await self._delete_aside(aside)
             return
         owner.hidden_at(aside, info.etag)
-        # Gone from the name too, or it shows again if the new file is never committed;
-        # recorded until then, as any hidden object.
-        self.uploads.hidden(key, hidden_etag)
+        # Gone from the name too, or it shows again if the new file is never committed
+        # (its record, made when it was hidden, stays until then).
         try:
             await self.store.delete_if_unchanged(key, hidden_etag)
         except StoreError as e:

@@ -51,6 +51,14 @@ class HiddenObjects:
         then = {k: e for k, (e, _) in self._by_key.items() if k.startswith(prefix)}
         return lambda key, etag: self.is_hidden(key, etag) or (etag is not None and then.get(key) == etag)
 
+    def move(self, key: str, new_key: str, etag: str, owner: object) -> None:
+        """owner's hidden object was copied to new_key (etag), where it is hidden now. Not
+        journaled: the copy has a record of its own, and the object at key keeps its
+        record until the caller has deleted it there."""
+        if self.holds(key, owner):
+            del self._by_key[key]
+        self._by_key[new_key] = (etag, owner)
+
     def owner_of(self, key: str) -> object | None:
         entry = self._by_key.get(key)
         return entry[1] if entry is not None else None

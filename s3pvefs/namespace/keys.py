@@ -16,6 +16,7 @@ ZEROS_NAME = ".s3pvefs-zeros"
 # _keep_hidden_bytes): PREFIX/ASIDE_NAME/<random>. Never a name here.
 ASIDE_NAME = ".s3pvefs-open"
 RESERVED_NAMES = (ZEROS_NAME, ASIDE_NAME)
+RESERVED_RAW = tuple(n.encode() for n in RESERVED_NAMES)  # as the kernel gives names
 
 
 def mount_own(path: str) -> bool:
@@ -34,7 +35,7 @@ def check_name(raw: bytes) -> str:
         raise NameTooLong(f"name longer than {NAME_MAX} bytes")
     if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
         raise InvalidName(f"name {raw!r} cannot be an S3 key component")
-    if raw.decode("utf-8", "replace") in RESERVED_NAMES:
+    if raw in RESERVED_RAW:
         raise InvalidName(f"{raw.decode()} is reserved for the mount's own objects")
     try:
         return raw.decode("utf-8")

@@ -151,7 +151,7 @@ async def recover_uploads(store: ObjectStore, uploads: UploadLog, cfg: WriteConf
                 if record["state"] == HIDDEN:  # unless another object was written there since
                     info = await store.head(key)  # (the same bytes again have the same ETag: and a later time)
                     if info is not None and info.etag == record["etag"] and info.last_modified <= record["started"]:
-                        await store.delete_if_unchanged(key, record["etag"])
+                        await store.delete(key)
                 else:
                     await store.delete(key)
             except StoreError as e:
